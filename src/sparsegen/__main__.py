@@ -1,0 +1,3 @@
+from sparsegen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Where a result came from: git commit, library versions, file hashes, hardware."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Libraries whose versions change numbers; recorded in every result and checkpoint.
+TRACKED_LIBRARIES = (
+    "torch", "torchvision", "numpy", "scipy", "scikit-image", "pillow",
+    "clean-fid", "lpips", "natten", "sparsegen",
+)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def stable_hash(obj: Any, length: int = 12) -> str:
+    """Short sha256 of a JSON-serialisable object with sorted keys (config fingerprints)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit(cwd: str | None = None) -> str:
+    """HEAD commit of the repository, with a '-dirty' suffix when tracked files changed.
+
+    Returns 'unknown' outside a git checkout (e.g. an installed wheel)."""
+    where = cwd or str(REPO_ROOT)
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    out["python"] = platform.python_version()
+    return out
+
+
+def device_description(device: Any = None) -> str:
+    """Human name of the compute device ('cpu: x86_64, 2 threads' or the CUDA GPU name)."""
+    import torch
+
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu: {platform.machine()}, {torch.get_num_threads()} threads"

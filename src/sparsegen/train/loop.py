@@ -1,0 +1,148 @@
+"""The shared training loop.
+
+A paper plugs in a `TrainTask`; the loop owns everything else: seeding, the learning-rate
+schedule, periodic atomic checkpoints, resuming after a kill, the loss log and the progress bar.
+
+Resume gives the same result as an uninterrupted run because (1) batches and any other
+randomness of step `s` are drawn from generators seeded by `step_seed(seed, s)`, (2) the schedule
+is a pure function of the step, and (3) module and optimizer states are restored exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from sparsegen.io import write_text
+from sparsegen.train import checkpoint
+from sparsegen.train.seeding import step_seed
+
+LAST = "last.pt"
+
+
+class TrainTask(Protocol):
+    """What a paper's model provides to the loop."""
+
+    modules: dict[str, torch.nn.Module]         # everything whose state is checkpointed
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def batch(self, step: int, generator: torch.Generator) -> Any:
+        """The training batch of `step`, drawn only from `generator`."""
+
+    def train_step(self, step: int, batch: Any) -> dict[str, float]:
+        """One optimisation step; returns the losses to log."""
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    iterations: int
+    checkpoint_every: int
+    log_every: int
+    seed: int
+    lr_factor: Callable[[int], float]
+    stop_after: int | None = None  # end this invocation early after this step (time-limited jobs)
+
+
+def _set_lr(optimizers: dict[str, torch.optim.Optimizer], factor: float) -> None:
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
+
+
+class LossLog:
+    """CSV of logged steps; on resume, rows after the resumed step are dropped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.exists():
+            with open(path, newline="") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def truncate(self, step: int) -> None:
+        self.rows = [r for r in self.rows if int(r["step"]) <= step]
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        fields: list[str] = []
+        for r in self.rows:
+            fields += [k for k in r if k not in fields]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(self.path, buf.getvalue())
+
+
+def _resume_point(ckpt_dir: Path, settings: dict[str, Any], task: TrainTask) -> int:
+    """Restore the last checkpoint if it belongs to these settings; return the next step."""
+    last = ckpt_dir / LAST
+    if not last.exists():
+        return 0
+    ckpt = checkpoint.load(last)
+    if ckpt["settings_hash"] != checkpoint.settings_hash(settings):
+        stale = last.with_name(f"last.stale-{ckpt['settings_hash']}.pt")
+        last.replace(stale)
+        tqdm.write(f"{last}: written for other settings; kept as {stale.name}, starting afresh")
+        return 0
+    checkpoint.restore(ckpt, task.modules, task.optimizers)
+    tqdm.write(f"resuming from {last} at step {ckpt['step']}")
+    return int(ckpt["step"])
+
+
+def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str | Path,
+        final_path: str | Path, log_path: str | Path) -> bool:
+    """Train to `cfg.iterations`, resuming from `run_dir/ckpt/last.pt` when present.
+
+    Writes `final_path` (modules only, with settings and commit) when training is complete and
+    returns True; returns False when `stop_after` ended this invocation early."""
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "ckpt"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    start = _resume_point(ckpt_dir, settings, task)
+    log = LossLog(Path(log_path))
+    log.truncate(start)
+    for m in task.modules.values():
+        m.train()
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
+               desc=f"train {settings.get('paper', '')}/{settings.get('variant', '')}",
+               disable=None)
+    for step in bar:
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
+        torch.manual_seed(step_seed(cfg.seed, step, stream=1))
+        factor = cfg.lr_factor(step)
+        _set_lr(task.optimizers, factor)
+        losses = task.train_step(step, task.batch(step, gen))
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.iterations:
+            lr = next(iter(task.optimizers.values())).param_groups[0]["lr"]
+            log.append({"step": done, "lr": lr, "wall_s": round(time.perf_counter() - t0, 3),
+                        **{k: float(v) for k, v in losses.items()}})
+            bar.set_postfix({k: f"{float(v):.4g}" for k, v in losses.items()})
+        stop_now = cfg.stop_after is not None and cfg.stop_after <= done < cfg.iterations
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations or stop_now:
+            log.flush()
+            checkpoint.save(ckpt_dir / LAST, step=done, modules=task.modules,
+                            optimizers=task.optimizers, settings=settings)
+        if stop_now:
+            bar.close()
+            return False
+    bar.close()
+    log.flush()
+    checkpoint.save(final_path, step=cfg.iterations, modules=task.modules, optimizers={},
+                    settings=settings)
+    return True

@@ -1,0 +1,37 @@
+"""Learning-rate factors as pure functions of the step (so resuming needs no scheduler state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def constant_then_linear(total: int, decay_start: int) -> Callable[[int], float]:
+    """1 until `decay_start`, then linearly to 0 at `total` (StyA2K paper Sec. 4.1)."""
+
+    def factor(step: int) -> float:
+        if step < decay_start:
+            return 1.0
+        return max(0.0, 1.0 - (step - decay_start) / max(1, total - decay_start))
+
+    return factor
+
+
+def step_decay(decay_start: int, every: int, gamma: float) -> Callable[[int], float]:
+    """1 until `decay_start`, then x gamma at its start and every `every` steps after."""
+
+    def factor(step: int) -> float:
+        if step < decay_start:
+            return 1.0
+        return gamma ** (1 + (step - decay_start) // every)
+
+    return factor
+
+
+def from_settings(train: dict[str, Any]) -> Callable[[int], float]:
+    """The schedule named by `train.lr_schedule`."""
+    if train["lr_schedule"] == "linear":
+        return constant_then_linear(train["iterations"], train["decay_start"])
+    if train["lr_schedule"] == "step":
+        return step_decay(train["decay_start"], train["step_every"], train["step_gamma"])
+    raise ValueError(f"train.lr_schedule: unknown schedule {train['lr_schedule']!r}")

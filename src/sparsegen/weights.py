@@ -1,0 +1,239 @@
+"""Pretrained-weights manifest: where each file comes from, how it is verified, how it is loaded.
+
+Nothing here downloads on its own: `fetch` is called only by the `fetch-weights` step. Loading
+goes through `resolve`, which honours the `weights:` setting:
+
+- ``pretrained``: the verified file must be present, otherwise a clear error says how to get it;
+- ``random``: a seeded random initialisation, results marked non-comparable;
+- ``auto``: the verified file when present, random initialisation otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparsegen.download import DownloadError, check_file, download
+from sparsegen.io import atomic_path
+
+RANDOM_INIT = "random-init"
+MODES = ("auto", "pretrained", "random")
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, fails verification or cannot be downloaded."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    name: str
+    filename: str
+    url: str
+    description: str
+    licence: str
+    used_by: tuple[str, ...]
+    mirrors: tuple[str, ...] = ()
+    size: int | None = None
+    # Full sha256 where it is published; otherwise the 8-hex prefix that torch.hub file names
+    # carry. Files with neither are accepted on first fetch and their hash is recorded.
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    manual: str | None = None  # instructions when the URL needs a browser or a form
+
+
+MANIFEST: dict[str, WeightSpec] = {
+    spec.name: spec
+    for spec in (
+        WeightSpec(
+            name="vgg19_normalised",
+            filename="vgg_normalised.pth",
+            url="https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/vgg_normalised.pth",
+            mirrors=("https://drive.google.com/file/d/1BinnwM5AmIcVubr16tPTqxMjUCE8iu5M",),
+            description="AdaIN's normalised VGG-19 (Caffe weights, 1x1 preprocessing conv first); "
+            "StyA2K encoder and the StyTr2 content/style-loss protocol",
+            licence="MIT (naoto0804/pytorch-AdaIN)",
+            used_by=("stya2k encoder", "content_loss_stytr2", "style_loss_stytr2"),
+            manual="If the GitHub release is unreachable, download the Google Drive mirror in a "
+            "browser and save it as {dest}.",
+        ),
+        WeightSpec(
+            name="vgg19_torchvision",
+            filename="vgg19-dcbb9e9d.pth",
+            url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            size=574_673_361,
+            sha256="dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+            sha256_prefix="dcbb9e9d",
+            description="torchvision VGG-19 (IMAGENET1K_V1); optional StyA2K encoder",
+            licence="BSD-3-Clause (torchvision); ImageNet terms",
+            used_by=("stya2k encoder (encoder: torchvision)",),
+        ),
+        WeightSpec(
+            name="alexnet_torchvision",
+            filename="alexnet-owt-7be5be79.pth",
+            url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            size=244_408_911,
+            sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+            sha256_prefix="7be5be79",
+            description="torchvision AlexNet, the LPIPS-Alex backbone (linear heads ship in the "
+            "lpips wheel)",
+            licence="BSD-3-Clause (torchvision); ImageNet terms",
+            used_by=("lpips_alex",),
+        ),
+        WeightSpec(
+            name="inception_fid_pytorch",
+            filename="pt_inception-2015-12-05-6726825d.pth",
+            url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+            "pt_inception-2015-12-05-6726825d.pth",
+            sha256_prefix="6726825d",
+            description="pytorch-fid port of the TF FID Inception (clean-fid legacy_pytorch mode)",
+            licence="Apache-2.0 (pytorch-fid)",
+            used_by=("fid (legacy_pytorch)",),
+        ),
+        WeightSpec(
+            name="inception_fid_torchscript",
+            filename="inception-2015-12-05.pt",
+            url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+            "inception-2015-12-05.pt",
+            description="TorchScript TF FID Inception (clean-fid clean mode)",
+            licence="Apache-2.0 (TensorFlow model)",
+            used_by=("fid (clean)",),
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> WeightSpec:
+    try:
+        return MANIFEST[name]
+    except KeyError:
+        raise WeightsError(
+            f"unknown weights {name!r}; the manifest has: {', '.join(sorted(MANIFEST))}"
+        ) from None
+
+
+def _hash_cache(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256.json")
+
+
+def _cached_sha256(path: Path) -> str | None:
+    """Hash recorded beside the file at its current size and mtime (verification is slow)."""
+    cache = _hash_cache(path)
+    if not cache.exists():
+        return None
+    st = path.stat()
+    try:
+        rec = json.loads(cache.read_text())
+        if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
+            return rec["sha256"]
+    except (ValueError, KeyError):
+        pass
+    return None
+
+
+def _store_sha256(path: Path, digest: str) -> None:
+    st = path.stat()
+    try:
+        with atomic_path(_hash_cache(path)) as tmp:
+            tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                       "sha256": digest}))
+    except OSError:
+        pass  # read-only weights folder: the hash is recomputed next time
+
+
+def verify(spec: WeightSpec, path: Path) -> str:
+    """Check size and hash of `path` against `spec`; return its sha256.
+
+    The hash is cached beside the file (keyed by size and mtime): hashing 500 MB each time a
+    job starts would dominate short runs."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file for {spec.name!r} not found")
+    digest = _cached_sha256(path)
+    if digest is None:
+        try:
+            digest = check_file(path, size=spec.size)
+        except DownloadError as e:
+            raise WeightsError(f"{e} ({spec.name}, {spec.url})") from None
+        _store_sha256(path, digest)
+    if spec.sha256 is not None and digest != spec.sha256:
+        raise WeightsError(f"{path}: sha256 {digest}, expected {spec.sha256} ({spec.name})")
+    if spec.sha256_prefix is not None and not digest.startswith(spec.sha256_prefix):
+        raise WeightsError(
+            f"{path}: sha256 {digest} does not start with {spec.sha256_prefix} ({spec.name})")
+    return digest
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What a network was (or will be) initialised from; goes into every result record."""
+
+    name: str
+    path: Path | None
+    sha256: str  # file hash, or RANDOM_INIT
+
+    @property
+    def pretrained(self) -> bool:
+        return self.path is not None
+
+    def describe(self) -> dict[str, str]:
+        return {"weights": self.name, "sha256": self.sha256,
+                "path": str(self.path) if self.path else RANDOM_INIT}
+
+
+def resolve(name: str, mode: str, weights_dir: str | Path) -> ResolvedWeights:
+    """Decide between the verified pretrained file and random initialisation (see module doc)."""
+    if mode not in MODES:
+        raise WeightsError(f"weights: {mode!r} is not one of {', '.join(MODES)}")
+    spec = get_spec(name)
+    path = Path(weights_dir) / spec.filename
+    if mode == "random":
+        return ResolvedWeights(name, None, RANDOM_INIT)
+    if path.exists():
+        return ResolvedWeights(name, path, verify(spec, path))
+    if mode == "pretrained":
+        raise WeightsError(
+            f"weights: pretrained needs {path} ({spec.description}). Fetch it with "
+            f"`python -m sparsegen fetch weights --name {name} --dest {weights_dir}` "
+            f"or download {spec.url} and save it there."
+        )
+    return ResolvedWeights(name, None, RANDOM_INIT)
+
+
+def fetch(name: str, dest_dir: str | Path, timeout: float = 60.0) -> Path:
+    """Download one manifest entry into `dest_dir`, verified, moved into place atomically.
+
+    A verified file already present is kept. Failures raise WeightsError saying what to
+    download by hand and where to put it."""
+    spec = get_spec(name)
+    dest = Path(dest_dir) / spec.filename
+    if dest.exists():
+        verify(spec, dest)
+        return dest
+    errors = []
+    for url in (spec.url, *spec.mirrors):
+        if "drive.google.com" in url:
+            errors.append(f"{url}: Google Drive needs a browser")
+            continue
+        try:
+            digest = download(url, dest, timeout=timeout, size=spec.size, sha256=spec.sha256,
+                              sha256_prefix=spec.sha256_prefix)
+            _store_sha256(dest, digest)
+            return dest
+        except DownloadError as e:
+            errors.append(str(e))
+    hint = (spec.manual or "Download it by hand and save it as {dest}.").format(dest=dest)
+    raise WeightsError(
+        f"could not fetch weights {name!r} ({spec.description}).\n  "
+        + "\n  ".join(errors) + f"\n{hint}"
+    )
+
+
+def copy_into(name: str, source: str | Path, dest_dir: str | Path) -> Path:
+    """Install a file the user downloaded by hand: verify it, then copy it into place."""
+    spec = get_spec(name)
+    dest = Path(dest_dir) / spec.filename
+    verify(spec, Path(source))
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
+    return dest
