@@ -124,14 +124,16 @@ def _settings_problems(params: Mapping[str, Any], s: Mapping[str, Any]) -> list[
     if t["crop_size"] > t["load_size"]:
         problems.append(f"train.crop_size {t['crop_size']} exceeds train.load_size "
                         f"{t['load_size']}")
+    count_mode = s["model"]["block_mode"] == "count"
     for key, size in (("train.crop_size", t["crop_size"]), ("eval.size", s["eval"]["size"])):
         for layer, block in s["model"]["block_sizes"].items():
             multiple = VGG_STRIDE[layer] * block
             if size % multiple:
+                unit = "blocks per side" if count_mode else "pixels per block side"
                 problems.append(
                     f"{key} {size}: the {layer} feature side {size / VGG_STRIDE[layer]:g} is not "
-                    f"a multiple of model.block_sizes.{layer} = {block}; use a multiple of "
-                    f"{multiple}")
+                    f"divisible by model.block_sizes.{layer} = {block} ({unit}); use a multiple "
+                    f"of {multiple}")
     return problems
 
 
