@@ -81,7 +81,7 @@ def _leaf_errors(errors: Iterable[Any]) -> list[Any]:
 
 
 def validate_params(params: Any, source: str = "params.yaml") -> dict[str, Any]:
-    """Validate against the schema and the cross-key rules; raise ParamsError listing all problems."""
+    """Check the schema and cross-key rules; raise ParamsError listing every problem."""
     schema = load_yaml(SCHEMA_PATH)
     validator = Draft202012Validator(schema)
     errors = _leaf_errors(validator.iter_errors(params))
@@ -174,3 +174,46 @@ def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = T
             for role, name in settings["data"].items()
         }
     return settings
+
+
+# Sections of a paper block each pipeline unit reads (besides the variant's own overrides for
+# `train`). One definition serves the Snakemake params (what a job receives) and the DVC
+# stage params (what invalidates a stage), so the two cannot disagree.
+UNIT_SECTIONS = {
+    "train": ("experiment", "data", "model", "loss", "train"),
+    "evaluate": ("experiment", "data", "eval"),
+}
+UNIT_GLOBALS = {
+    "train": ("preset", "weights", "device", "seed", "deterministic"),
+    "evaluate": ("preset", "weights", "device", "seed", "deterministic"),
+}
+
+
+def unit_settings(params: Mapping[str, Any], paper: str, variant: str, unit: str
+                  ) -> dict[str, Any]:
+    """The settings a `unit` job of (paper, variant) receives: only what that unit reads."""
+    full = resolve(params, paper, variant)
+    keep = (*UNIT_SECTIONS[unit], *UNIT_GLOBALS[unit], "paths", "datasets", "paper", "variant")
+    return {k: full[k] for k in keep if k in full}
+
+
+def unit_param_keys(params: Mapping[str, Any], paper: str, variant: str, unit: str
+                    ) -> list[str]:
+    """Dotted params.yaml keys that `unit` of (paper, variant) reads under the active preset."""
+    keys = list(UNIT_GLOBALS[unit])
+    keys += [f"{paper}.{section}" for section in UNIT_SECTIONS[unit]]
+    if unit == "train":
+        keys.append(f"{paper}.variants.{variant}")
+    if params["preset"] == "smoke":
+        smoke = params[paper].get("smoke", {})
+        keys += [f"{paper}.smoke.{section}" for section in UNIT_SECTIONS[unit] if section in smoke]
+    return keys
+
+
+def datasets_in_use(params: Mapping[str, Any]) -> list[str]:
+    """Prepared datasets the enabled papers read under the active preset, sorted."""
+    names = set()
+    for paper in params["papers"]:
+        for variant in params[paper]["variants"]:
+            names.update(resolve(params, paper, variant, check=False)["data"].values())
+    return sorted(names)

@@ -37,7 +37,7 @@ def check_file(path: str | Path, *, size: int | None = None, sha256: str | None 
         raise DownloadError(f"{path}: file not found")
     found_size = path.stat().st_size
     if size is not None and found_size != size:
-        raise DownloadError(f"{path}: {found_size} bytes, expected {size} (truncated or wrong file)")
+        raise DownloadError(f"{path}: {found_size} bytes, expected {size} (truncated or other)")
     if md5 is not None and (found := file_digest(path, "md5")) != md5:
         raise DownloadError(f"{path}: md5 {found}, expected {md5}")
     digest = file_digest(path, "sha256")

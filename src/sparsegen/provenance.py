@@ -39,7 +39,7 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def git_commit(cwd: str | None = None) -> str:
     """HEAD commit of the repository, with a '-dirty' suffix when tracked files changed.
 

@@ -237,3 +237,10 @@ def copy_into(name: str, source: str | Path, dest_dir: str | Path) -> Path:
     with atomic_path(dest) as tmp:
         shutil.copyfile(source, tmp)
     return dest
+
+
+# Networks each paper's evaluation loads; Snakemake and DVC make them inputs of the evaluate
+# jobs only under `weights: pretrained`.
+EVALUATION_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "stya2k": ("vgg19_normalised", "alexnet_torchvision"),
+}

@@ -22,7 +22,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def resize(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Bilinear, antialiased resize of (3, H, W) or (B, 3, H, W) to size x size (aspect not kept)."""
+    """Bilinear antialiased resize of (3, H, W) or (B, 3, H, W) to size x size (aspect not kept)."""
     hw = (size, size) if isinstance(size, int) else size
     batched = image.dim() == 4
     x = image if batched else image[None]

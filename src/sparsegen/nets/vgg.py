@@ -81,7 +81,8 @@ class VGGEncoder(nn.Module):
             if isinstance(m, nn.Conv2d):
                 fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
                 with torch.no_grad():
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                    std = (2.0 / fan_in) ** 0.5
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
                     m.bias.zero_()
 
     @staticmethod
@@ -98,7 +99,8 @@ class VGGEncoder(nn.Module):
         ours = self.layers.state_dict()
         missing = [k for k in ours if k not in state]
         if missing:
-            raise ValueError(f"{path}: not an AdaIN normalised-VGG state dict (missing {missing[:3]})")
+            raise ValueError(f"{path}: not an AdaIN normalised-VGG state dict "
+                             f"(missing {missing[:3]})")
         self.layers.load_state_dict({k: state[k] for k in ours})
 
     def _load_torchvision(self, path: Path) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,7 +36,9 @@ class TrainTask(Protocol):
     optimizers: dict[str, torch.optim.Optimizer]
 
     def batch(self, step: int, generator: torch.Generator) -> Any:
-        """The training batch of `step`, drawn only from `generator`."""
+        """The training batch of `step`, drawn only from `generator`.
+
+        Called from background threads (prefetch): it must not touch shared mutable state."""
 
     def train_step(self, step: int, batch: Any) -> dict[str, float]:
         """One optimisation step; returns the losses to log."""
@@ -49,6 +52,7 @@ class LoopConfig:
     seed: int
     lr_factor: Callable[[int], float]
     stop_after: int | None = None  # end this invocation early after this step (time-limited jobs)
+    prefetch: int = 2  # batches loaded ahead in background threads (0: load inline)
 
 
 def _set_lr(optimizers: dict[str, torch.optim.Optimizer], factor: float) -> None:
@@ -87,6 +91,24 @@ class LossLog:
         write_text(self.path, buf.getvalue())
 
 
+def _batches(task: TrainTask, seed: int, steps: range, prefetch: int) -> Iterator[Any]:
+    """Batches of `steps` in order; each drawn from a generator seeded by (seed, step) alone, so
+    loading them ahead in threads changes nothing but the wall time."""
+
+    def load(step: int) -> Any:
+        return task.batch(step, torch.Generator().manual_seed(step_seed(seed, step)))
+
+    if prefetch <= 0:
+        yield from map(load, steps)
+        return
+    with ThreadPoolExecutor(max_workers=prefetch) as pool:
+        queue = [pool.submit(load, s) for s in steps[:prefetch]]
+        for i in range(len(steps)):
+            if i + prefetch < len(steps):
+                queue.append(pool.submit(load, steps[i + prefetch]))
+            yield queue.pop(0).result()
+
+
 def _resume_point(ckpt_dir: Path, settings: dict[str, Any], task: TrainTask) -> int:
     """Restore the last checkpoint if it belongs to these settings; return the next step."""
     last = ckpt_dir / LAST
@@ -121,12 +143,11 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
                desc=f"train {settings.get('paper', '')}/{settings.get('variant', '')}",
                disable=None)
-    for step in bar:
-        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
+    batches = _batches(task, cfg.seed, range(start, cfg.iterations), cfg.prefetch)
+    for step, batch in zip(bar, batches, strict=True):
         torch.manual_seed(step_seed(cfg.seed, step, stream=1))
-        factor = cfg.lr_factor(step)
-        _set_lr(task.optimizers, factor)
-        losses = task.train_step(step, task.batch(step, gen))
+        _set_lr(task.optimizers, cfg.lr_factor(step))
+        losses = task.train_step(step, batch)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.iterations:
             lr = next(iter(task.optimizers.values())).param_groups[0]["lr"]
@@ -140,6 +161,7 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
                             optimizers=task.optimizers, settings=settings)
         if stop_now:
             bar.close()
+            batches.close()
             return False
     bar.close()
     log.flush()

@@ -1,0 +1,87 @@
+# Paths, resolved job settings and input functions shared by the rule files. Paths and job
+# inputs come from sparsegen.layout, which also generates dvc.yaml: the two tools cannot drift.
+import json
+import re
+import sys
+
+from sparsegen import config as sg
+from sparsegen.layout import Layout
+from sparsegen.weights import MANIFEST as WEIGHTS_MANIFEST
+
+PY = sys.executable  # the interpreter running Snakemake, i.e. the one with sparsegen installed
+L = Layout(config)
+PRESET = L.preset
+RUN = L.run_pattern
+GPU = 1 if PRESET == "paper" else 0
+REAL_DATASETS = [n for n in config["datasets"] if L.is_real(n)]
+WEIGHT_FILES = {spec.filename: name for name, spec in WEIGHTS_MANIFEST.items()}
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+wildcard_constraints:
+    paper=_alternatives(config["papers"]),
+    dataset=_alternatives(config["datasets"]),
+    weightfile=_alternatives(WEIGHT_FILES),
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def dataset_settings(wildcards):
+    return as_json(config["datasets"][wildcards.dataset])
+
+
+def train_settings(wildcards):
+    return as_json(sg.unit_settings(config, wildcards.paper, wildcards.variant, "train"))
+
+
+def evaluate_settings(wildcards):
+    return as_json(sg.unit_settings(config, wildcards.paper, wildcards.variant, "evaluate"))
+
+
+def raw_dir(wildcards):
+    return L.raw(wildcards.dataset) if wildcards.dataset in REAL_DATASETS else ""
+
+
+def prepare_inputs(wildcards):
+    return L.prepare_inputs(wildcards.dataset)
+
+
+def weight_name(wildcards):
+    return WEIGHT_FILES[wildcards.weightfile]
+
+
+def train_inputs(wildcards):
+    return L.train_inputs(wildcards.paper, wildcards.variant)
+
+
+def sample_inputs(wildcards):
+    return L.sample_inputs(wildcards.paper, wildcards.variant)
+
+
+def evaluate_inputs(wildcards):
+    return L.evaluate_inputs(wildcards.paper, wildcards.variant)
+
+
+def figure_inputs(wildcards):
+    return L.figure_inputs(wildcards.paper)
+
+
+def paper_runs_dir(wildcards):
+    return L.paper_runs(wildcards.paper)
+
+
+def paper_metrics(paper):
+    return [L.run(paper, v, "metrics.json") for v in config[paper]["variants"]]
+
+
+def all_tables():
+    return [t for paper in config["papers"] for t in L.tables(paper)]
+
+
+def all_notebooks():
+    return [L.notebook(p, ext) for p in config["papers"] for ext in ("ipynb", "html")]

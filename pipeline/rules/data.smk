@@ -1,0 +1,65 @@
+# Datasets (fetch, verify, prepare) and pretrained weights (fetch, verify).
+
+
+rule fetch_dataset:
+    output:
+        L.receipt("{dataset}"),
+    params:
+        settings=dataset_settings,
+        raw_dir=raw_dir,
+    log:
+        f"logs/fetch/{{dataset}}.log",
+    benchmark:
+        f"benchmarks/fetch/{{dataset}}.jsonl"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=24 * 60,
+    shell:
+        "{PY} -m sparsegen fetch dataset --name {wildcards.dataset} "
+        "--settings {params.settings:q} --raw-dir {params.raw_dir} --receipt {output} "
+        "> {log} 2>&1"
+
+
+rule prepare_dataset:
+    input:
+        prepare_inputs,
+    output:
+        directory(L.prepared("{dataset}")),
+    params:
+        settings=dataset_settings,
+        raw_dir=raw_dir,
+    log:
+        f"logs/prepare/{{dataset}}.log",
+    benchmark:
+        f"benchmarks/prepare/{{dataset}}.jsonl"
+    threads: 8 if PRESET == "paper" else 1
+    resources:
+        mem_mb=8000 if PRESET == "paper" else 1000,
+        runtime=12 * 60 if PRESET == "paper" else 10,
+    shell:
+        "{PY} -m sparsegen prepare --name {wildcards.dataset} --settings {params.settings:q} "
+        "--raw-dir {params.raw_dir:q} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule fetch_weights:
+    output:
+        L.weights_file("{weightfile}"),
+    params:
+        name=weight_name,
+    log:
+        f"logs/fetch/weights-{{weightfile}}.log",
+    benchmark:
+        f"benchmarks/fetch/weights-{{weightfile}}.jsonl"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    shell:
+        "{PY} -m sparsegen fetch weights --name {params.name} --dest {L.weights_root} > {log} 2>&1"
+
+
+rule weights:
+    """Fetch and verify every pretrained network in the weights manifest."""
+    input:
+        [L.weights_file(f) for f in WEIGHT_FILES],

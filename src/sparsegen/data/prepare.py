@@ -1,0 +1,144 @@
+"""Shared prepare machinery: seeded split, parallel decode + resize, atomic dataset folder.
+
+Every source (real archive or synthetic generator) hands over a list of `Item`s; `write_dataset`
+turns them into the prepared format of `sparsegen.data.manifest`: PNGs at size x size under
+`<split>/<id>.png` plus `manifest.csv` and `dataset.json`, built in a temporary sibling folder
+and renamed into place, so a crash never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sparsegen.config import ParamsError
+from sparsegen.data.images import resize, to_tensor, to_uint8
+from sparsegen.data.manifest import write_manifest
+from sparsegen.io import ImageReadError, write_image, write_json
+from sparsegen.provenance import sha256_file
+
+log = logging.getLogger(__name__)
+
+DATASET_INFO = "dataset.json"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to prepare.
+
+    `name` is the upstream file name (archive member) or recipe name: it orders the split, is
+    what `exclude` matches, and is what errors quote. `load` returns uint8 (H, W, 3)."""
+
+    id: str
+    name: str
+    source: str
+    licence: str
+    load: Callable[[], np.ndarray]
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def assign_splits(names: Sequence[str], n_test: int, seed: int,
+                  exclude: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Split of every kept name: sorted names, seeded permutation, first n_test kept are "test".
+
+    Excluded names keep their place in the permutation, so excluding a train image never
+    changes the test set, and excluding a test image only promotes the next one."""
+    ordered = sorted(names)
+    kept = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))
+            if ordered[i] not in exclude]
+    if n_test >= len(kept):
+        raise ParamsError(f"n_test {n_test} leaves no train images: only {len(kept)} image(s) "
+                          f"available after exclusions")
+    test = set(kept[:n_test])
+    return {name: "test" if name in test else "train" for name in kept}
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `path` (old content removed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        log.info("removing %s, left by an interrupted prepare", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-old-"))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _prepare_one(item: Item, split: str, root: Path, size: int, dataset: str) -> dict[str, str]:
+    try:
+        array = item.load()
+    except ImageReadError as e:
+        raise ImageReadError(
+            f"{e}\nIf this file is broken upstream, list {item.name!r} under "
+            f"datasets.{dataset}.exclude in params.yaml to leave it out.") from None
+    rel = f"{split}/{item.id}.png"
+    write_image(root / rel, to_uint8(resize(to_tensor(array), size)))
+    return {"id": item.id, "split": split, "path": rel, "sha256": sha256_file(root / rel),
+            "source": item.source, "licence": item.licence, **item.extra}
+
+
+def write_dataset(dataset: str, items: Sequence[Item], settings: Mapping[str, Any],
+                  out_dir: Path, workers: int = 1,
+                  upstream: Mapping[str, Any] | None = None) -> Path:
+    """Write `items` as a prepared dataset into `out_dir` (atomically); return `out_dir`."""
+    size, n_test, seed = settings["size"], settings["n_test"], settings["seed"]
+    exclude = frozenset(settings.get("exclude") or ())
+    names = [it.name for it in items]
+    if len(set(names)) != len(names) or len({it.id for it in items}) != len(items):
+        raise ValueError(f"dataset {dataset!r}: duplicate upstream names or ids")
+    missing = sorted(exclude - set(names))
+    if missing:
+        log.warning("%s: %d name(s) under datasets.%s.exclude are not in the data: %s",
+                    dataset, len(missing), dataset, ", ".join(missing))
+    splits = assign_splits(names, n_test, seed, exclude)
+    todo = sorted((it for it in items if it.name in splits), key=lambda it: it.name)
+    skipped = sorted(exclude & set(names))
+    log.info("%s: %d image(s) (%d test), %d excluded%s", dataset, len(todo), n_test,
+             len(skipped), f": {', '.join(skipped)}" if skipped else "")
+    with atomic_dir(out_dir) as root:
+        bar = tqdm(total=len(todo), desc=f"prepare {dataset}", unit="img",
+                   mininterval=0.5 if sys.stderr.isatty() else 60.0)
+        pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        try:
+            rows = []
+            mapper = pool.map if pool else map
+            for row in mapper(lambda it: _prepare_one(it, splits[it.name], root, size, dataset),
+                              todo):
+                rows.append(row)
+                bar.update(1)
+        finally:
+            bar.close()
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
+        write_manifest(root, rows)
+        write_json(root / DATASET_INFO, {
+            "name": dataset, "source": settings["source"], "size": size, "seed": seed,
+            "n_test": n_test, "counts": {s: sum(r["split"] == s for r in rows)
+                                         for s in ("train", "test")},
+            "excluded": skipped, "upstream": dict(upstream or {}),
+        })
+    return out_dir

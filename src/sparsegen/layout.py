@@ -1,0 +1,124 @@
+"""Where every artifact lives. One place for the path scheme, used by the Snakemake rules and
+the generated dvc.yaml alike, so the two tools always name the same files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+class Layout:
+    """Paths of one params.yaml under its active preset (runs and logs are per preset)."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = params
+        self.preset = params["preset"]
+        paths = params["paths"]
+        self.raw_root = paths["raw"]
+        self.prepared_root = paths["prepared"]
+        self.weights_root = paths["weights"]
+        self.results = paths["results"]
+        self.runs = f"{paths['runs']}/{self.preset}"
+        self.logs = f"logs/{self.preset}"
+        self.benchmarks = f"benchmarks/{self.preset}"
+        # Wildcard patterns for Snakemake.
+        self.run_pattern = self.runs + "/{paper}/{experiment}/{variant}"
+
+    def receipt(self, dataset: str) -> str:
+        return f"{self.raw_root}/{dataset}/fetched.json"
+
+    def raw(self, dataset: str) -> str:
+        return f"{self.raw_root}/{dataset}"
+
+    def prepared(self, dataset: str) -> str:
+        return f"{self.prepared_root}/{dataset}"
+
+    def weights_file(self, filename: str) -> str:
+        return f"{self.weights_root}/{filename}"
+
+    def paper_runs(self, paper: str) -> str:
+        return f"{self.runs}/{paper}/{self.params[paper]['experiment']}"
+
+    def run(self, paper: str, variant: str, name: str) -> str:
+        """A file in a variant's run folder: final.pt, train_log.csv, samples, metrics.json."""
+        return f"{self.paper_runs(paper)}/{variant}/{name}"
+
+    def table(self, paper: str, table: str, ext: str) -> str:
+        return f"{self.results}/tables/{paper}_table{table}.{ext}"
+
+    def notebook(self, paper: str, ext: str) -> str:
+        return f"{self.results}/notebooks/{paper}.{ext}"
+
+    def figures(self, paper: str) -> str:
+        return f"{self.results}/figures/{paper}"
+
+    @property
+    def report(self) -> str:
+        return f"{self.results}/index.html"
+
+    def bench(self, paper: str) -> str:
+        return f"{self.results}/bench/{paper}.csv"
+
+    # Inputs of each kind of job: the Snakemake input functions and the dvc.yaml deps both
+    # come from here.
+
+    def is_real(self, dataset: str) -> bool:
+        from sparsegen.data.sources import is_real
+
+        return is_real(self.params["datasets"][dataset]["source"])
+
+    def prepare_inputs(self, dataset: str) -> list[str]:
+        return [self.receipt(dataset)] if self.is_real(dataset) else []
+
+    def pretrained(self, names: Iterable[str]) -> list[str]:
+        """Weight files as inputs, only under `weights: pretrained` (auto never fetches)."""
+        from sparsegen.weights import MANIFEST
+
+        if self.params["weights"] != "pretrained":
+            return []
+        return [self.weights_file(MANIFEST[n].filename) for n in names]
+
+    def variant_data(self, paper: str, variant: str) -> dict[str, str]:
+        from sparsegen.config import resolve
+
+        data = resolve(self.params, paper, variant, check=False)["data"]
+        return {role: self.prepared(name) for role, name in data.items()}
+
+    def train_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
+        from sparsegen.config import resolve
+
+        encoder = resolve(self.params, paper, variant, check=False)["model"]["encoder"]
+        return {**self.variant_data(paper, variant), "weights": self.pretrained([encoder])}
+
+    def sample_inputs(self, paper: str, variant: str) -> dict[str, str]:
+        return {"checkpoint": self.run(paper, variant, "final.pt"),
+                **self.variant_data(paper, variant)}
+
+    def evaluate_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
+        from sparsegen.weights import EVALUATION_WEIGHTS
+
+        return {"samples": self.run(paper, variant, "samples"),
+                "weights": self.pretrained(EVALUATION_WEIGHTS[paper])}
+
+    def figure_inputs(self, paper: str) -> dict[str, str | list[str]]:
+        variants = list(self.params[paper]["variants"])
+        return {
+            "notebook": f"notebooks/{paper}.ipynb",
+            "checkpoints": [self.run(paper, v, "final.pt") for v in variants],
+            "logs": [self.run(paper, v, "train_log.csv") for v in variants],
+            "samples": [self.run(paper, v, "samples") for v in variants],
+        }
+
+    def tables(self, paper: str) -> list[str]:
+        from sparsegen.tables import table_ids
+
+        ids = table_ids(f"pipeline/claims/{paper}.yaml")
+        return [self.table(paper, n, ext) for n in ids for ext in ("md", "csv")]
+
+
+def flatten(inputs: Mapping[str, str | list[str]]) -> list[str]:
+    """All paths of an inputs mapping, in order."""
+    out: list[str] = []
+    for value in inputs.values():
+        out += [value] if isinstance(value, str) else list(value)
+    return out

@@ -1,0 +1,488 @@
+"""Paper claims beside reproduced metric records: claims validation and results/tables.
+
+`pipeline/claims/<paper>.yaml` holds every printed cell (schema in its header comment). Each table
+is written as markdown (for readers) and long-format CSV (one row per cell) showing the paper
+value, the reproduced value, the record's fingerprint and whether it is comparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparsegen.io import read_json, write_text
+from sparsegen.provenance import REPO_ROOT
+
+LAYOUTS = ("rows_are_entries", "columns_are_entries")
+PROTOCOL_KEYS = ("n_content", "n_style", "n_outputs", "size")
+CSV_FIELDS = (
+    "table", "row", "row_label", "variant", "column", "column_label", "metric",
+    "higher_is_better", "paper_value", "paper_mark", "reproduced_value", "n_samples",
+    "fingerprint", "fingerprint_group", "column_mixed_fingerprints", "comparable",
+    "non_comparable_reasons", "not_reproduced", "preset", "commit",
+)
+
+
+class ClaimsError(ValueError):
+    """A claims file is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Column:
+    id: str
+    label: str
+    metric: str | None
+    higher_is_better: bool
+    decimals: int
+    protocol: str
+    not_reproduced: str | None
+    hardware_bound: str | None
+    bold: tuple[str, ...]
+    underline: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    label: str
+    variant: str | None
+    not_reproduced: str | None
+
+
+@dataclass(frozen=True)
+class Table:
+    id: str
+    caption: str
+    layout: str
+    protocol: dict[str, Any]
+    columns: dict[str, Column]
+    rows: dict[str, Row]
+    cells: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Claims:
+    path: Path
+    paper: str
+    title: str
+    citation: str
+    tables: dict[str, Table]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: the printed value and, where reproduced, the record that reproduces it."""
+
+    paper: float
+    mark: str                      # "best", "second" or "" as printed
+    value: float | None = None
+    n_samples: int | None = None
+    fingerprint: str | None = None
+    comparable: bool | None = None
+    reasons: tuple[str, ...] = ()
+    not_reproduced: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims
+
+
+class _Checker:
+    """Typed access to a YAML mapping with errors naming the file and the key path."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, message: str) -> ClaimsError:
+        return ClaimsError(f"{self.path}: {key}: {message}")
+
+    def mapping(self, obj: Any, key: str) -> dict[str, Any]:
+        if not isinstance(obj, dict) or not obj:
+            raise self.fail(key, f"expected a non-empty mapping, got {obj!r}")
+        return obj
+
+    def get(self, obj: dict[str, Any], name: str, key: str, kind: type | tuple[type, ...],
+            optional: bool = False) -> Any:
+        if name not in obj:
+            if optional:
+                return None
+            raise self.fail(f"{key}.{name}", "required key is missing")
+        value = obj[name]
+        if optional and value is None:
+            return None
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.fail(f"{key}.{name}", f"expected {kind}, got {value!r}")
+        if not isinstance(value, kind):
+            raise self.fail(f"{key}.{name}", f"expected {kind}, got {value!r}")
+        return value
+
+    def only(self, obj: dict[str, Any], key: str, allowed: set[str]) -> None:
+        extra = sorted(set(obj) - allowed)
+        if extra:
+            raise self.fail(key, f"unknown key(s) {extra}; allowed: {sorted(allowed)}")
+
+
+def _column(c: _Checker, cid: str, obj: Any, key: str, row_ids: set[str]) -> Column:
+    obj = c.mapping(obj, key)
+    c.only(obj, key, {"label", "metric", "higher_is_better", "decimals", "protocol",
+                      "not_reproduced", "hardware_bound", "bold", "underline"})
+    if "metric" not in obj:
+        raise c.fail(f"{key}.metric", "required key is missing (null when not reproducible)")
+    metric = c.get(obj, "metric", key, str, optional=True)
+    not_reproduced = c.get(obj, "not_reproduced", key, str, optional=True)
+    if (metric is None) == (not_reproduced is None):
+        raise c.fail(key, "give exactly one of `metric` and `not_reproduced`")
+    decimals = c.get(obj, "decimals", key, int)
+    if not 0 <= decimals <= 8:
+        raise c.fail(f"{key}.decimals", f"must be 0..8, got {decimals}")
+    marks = {}
+    for name in ("bold", "underline"):
+        ids = c.get(obj, name, key, list, optional=True) or []
+        unknown = sorted(set(map(str, ids)) - row_ids)
+        if unknown:
+            raise c.fail(f"{key}.{name}", f"unknown row id(s) {unknown}")
+        marks[name] = tuple(map(str, ids))
+    return Column(
+        id=cid, label=c.get(obj, "label", key, str), metric=metric,
+        higher_is_better=c.get(obj, "higher_is_better", key, bool), decimals=decimals,
+        protocol=c.get(obj, "protocol", key, str), not_reproduced=not_reproduced,
+        hardware_bound=c.get(obj, "hardware_bound", key, str, optional=True),
+        bold=marks["bold"], underline=marks["underline"],
+    )
+
+
+def _row(c: _Checker, rid: str, obj: Any, key: str) -> Row:
+    obj = c.mapping(obj, key)
+    c.only(obj, key, {"label", "variant", "not_reproduced"})
+    if "variant" not in obj:
+        raise c.fail(f"{key}.variant", "required key is missing (null when not reproduced)")
+    variant = c.get(obj, "variant", key, str, optional=True)
+    not_reproduced = c.get(obj, "not_reproduced", key, str, optional=True)
+    if (variant is None) == (not_reproduced is None):
+        raise c.fail(key, "give exactly one of `variant` and `not_reproduced`")
+    return Row(id=rid, label=c.get(obj, "label", key, str), variant=variant,
+               not_reproduced=not_reproduced)
+
+
+def _table(c: _Checker, tid: str, obj: Any) -> Table:
+    key = f"tables.{tid}"
+    if not re.fullmatch(r"[A-Za-z0-9]+", tid):
+        raise c.fail(key, "table ids are the printed table numbers (letters and digits only)")
+    obj = c.mapping(obj, key)
+    c.only(obj, key, {"caption", "layout", "protocol", "columns", "rows", "cells"})
+    layout = c.get(obj, "layout", key, str)
+    if layout not in LAYOUTS:
+        raise c.fail(f"{key}.layout", f"{layout!r} is not one of {list(LAYOUTS)}")
+    protocol = c.mapping(c.get(obj, "protocol", key, dict), f"{key}.protocol")
+    for name in PROTOCOL_KEYS:
+        c.get(protocol, name, f"{key}.protocol", int)
+    if protocol["n_content"] * protocol["n_style"] != protocol["n_outputs"]:
+        raise c.fail(f"{key}.protocol", "n_outputs must equal n_content x n_style")
+    rows = {str(rid): _row(c, str(rid), r, f"{key}.rows.{rid}")
+            for rid, r in c.mapping(c.get(obj, "rows", key, dict), f"{key}.rows").items()}
+    columns = {str(cid): _column(c, str(cid), col, f"{key}.columns.{cid}", set(rows))
+               for cid, col in c.mapping(c.get(obj, "columns", key, dict),
+                                         f"{key}.columns").items()}
+    raw_cells = c.mapping(c.get(obj, "cells", key, dict), f"{key}.cells")
+    c.only(raw_cells, f"{key}.cells", set(rows))
+    cells: dict[str, dict[str, float]] = {}
+    for rid in rows:
+        rkey = f"{key}.cells.{rid}"
+        if rid not in raw_cells:
+            raise c.fail(rkey, "row has no cells")
+        row_cells = c.mapping(raw_cells[rid], rkey)
+        c.only(row_cells, rkey, set(columns))
+        cells[rid] = {}
+        for cid, col in columns.items():
+            value = c.get(row_cells, cid, rkey, (int, float))
+            if round(value, col.decimals) != value or not math.isfinite(value):
+                raise c.fail(f"{rkey}.{cid}", f"{value!r} has more than the column's "
+                                              f"{col.decimals} printed decimals")
+            cells[rid][cid] = float(value)
+    return Table(id=tid, caption=c.get(obj, "caption", key, str), layout=layout,
+                 protocol=dict(protocol), columns=columns, rows=rows, cells=cells)
+
+
+def table_ids(claims_path: str | Path) -> list[str]:
+    """The table numbers of a claims file, as used in `<paper>_table<number>.md`."""
+    return list(load_claims(claims_path).tables)
+
+
+def load_claims(path: str | Path) -> Claims:
+    """Read and validate a claims file; every error names the file and the key."""
+    path = Path(path)
+    c = _Checker(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ClaimsError(f"{path}: claims file not found") from None
+    except yaml.YAMLError as e:
+        raise ClaimsError(f"{path}: not valid YAML: {e}") from None
+    doc = c.mapping(doc, "<top level>")
+    c.only(doc, "<top level>", {"paper", "title", "citation", "tables"})
+    tables = {str(tid): _table(c, str(tid), t)
+              for tid, t in c.mapping(c.get(doc, "tables", "<top level>", dict),
+                                      "tables").items()}
+    return Claims(path=path, paper=c.get(doc, "paper", "<top level>", str),
+                  title=c.get(doc, "title", "<top level>", str),
+                  citation=c.get(doc, "citation", "<top level>", str), tables=tables)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+def read_records(path: Path, *, paper: str, variant: str, preset: str) -> dict[str, dict]:
+    """Metric records of one run folder's metrics.json, keyed by metric name.
+
+    The records' `source` must name the same paper, variant and preset as the folder they sit in."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: metrics file not found (variant {variant!r})")
+    doc = read_json(path)
+    records = doc.get("records") if isinstance(doc, dict) else None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected {{'records': [...]}}")
+    out: dict[str, dict] = {}
+    for i, rec in enumerate(records):
+        missing = [k for k in ("metric", "value", "comparable", "fingerprint")
+                   if not isinstance(rec, dict) or k not in rec]
+        if missing:
+            raise ValueError(f"{path}: records[{i}] lacks key(s) {missing}")
+        if rec["metric"] in out:
+            raise ValueError(f"{path}: two records for metric {rec['metric']!r}")
+        source = rec.get("source") or {}
+        for name, want in (("paper", paper), ("variant", variant), ("preset", preset)):
+            if name in source and source[name] != want:
+                raise ValueError(f"{path}: records[{i}] ({rec['metric']}) has source.{name} = "
+                                 f"{source[name]!r}, expected {want!r}")
+        out[rec["metric"]] = rec
+    return out
+
+
+def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
+                  ) -> dict[str, dict[str, Cell]]:
+    """Pair each printed cell with the record reproducing it (runs_dir/<variant>/metrics.json)."""
+    records: dict[str, dict[str, dict]] = {}
+    out: dict[str, dict[str, Cell]] = {}
+    for rid, row in table.rows.items():
+        if row.variant is not None and row.variant not in records:
+            records[row.variant] = read_records(runs_dir / row.variant / "metrics.json",
+                                                paper=claims.paper, variant=row.variant,
+                                                preset=preset)
+        out[rid] = {}
+        for cid, col in table.columns.items():
+            paper = table.cells[rid][cid]
+            mark = "best" if rid in col.bold else "second" if rid in col.underline else ""
+            why_not = col.not_reproduced or row.not_reproduced
+            if why_not is not None:
+                out[rid][cid] = Cell(paper=paper, mark=mark, not_reproduced=why_not)
+                continue
+            metrics_file = runs_dir / row.variant / "metrics.json"
+            rec = records[row.variant].get(col.metric)
+            if rec is None:
+                raise ValueError(f"{metrics_file}: no record for metric {col.metric!r} "
+                                 f"({table.id}, column {cid!r})")
+            reasons = list(rec.get("non_comparable_reasons") or [])
+            comparable = bool(rec["comparable"])
+            if col.hardware_bound:
+                comparable = False
+                reasons.append(f"{col.hardware_bound}; measured on "
+                               f"{rec.get('device', 'an unrecorded device')}")
+            if not comparable and not reasons:
+                reasons.append("record marked non-comparable without a reason")
+            out[rid][cid] = Cell(
+                paper=paper, mark=mark, value=float(rec["value"]),
+                n_samples=rec.get("n_samples"), fingerprint=str(rec["fingerprint"]),
+                comparable=comparable, reasons=tuple(dict.fromkeys(reasons)),
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _group_key(i: int) -> str:
+    """a, b, ..., z, aa, ab, ... for fingerprint groups."""
+    letters = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return letters
+
+
+@dataclass(frozen=True)
+class _Legend:
+    groups: dict[str, str]              # fingerprint -> group key
+    mixed: dict[str, list[str]]         # column id -> its group keys, when more than one
+    reasons: dict[str, int]             # non-comparable reason -> footnote number
+    not_reproduced: dict[str, str]      # reason -> "n1", "n2", ...
+
+
+def _legend(table: Table, cells: dict[str, dict[str, Cell]]) -> _Legend:
+    groups: dict[str, str] = {}
+    reasons: dict[str, int] = {}
+    not_rep: dict[str, str] = {}
+    mixed: dict[str, list[str]] = {}
+    for cid in table.columns:
+        keys = []
+        for rid in table.rows:
+            cell = cells[rid][cid]
+            if cell.not_reproduced is not None:
+                not_rep.setdefault(cell.not_reproduced, f"n{len(not_rep) + 1}")
+                continue
+            key = groups.setdefault(cell.fingerprint, _group_key(len(groups)))
+            if key not in keys:
+                keys.append(key)
+            for reason in cell.reasons:
+                reasons.setdefault(reason, len(reasons) + 1)
+        if len(keys) > 1:
+            mixed[cid] = keys
+    return _Legend(groups, mixed, reasons, not_rep)
+
+
+def _fmt(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}"
+
+
+def _paper_md(cell: Cell, col: Column) -> str:
+    text = _fmt(cell.paper, col.decimals)
+    return {"best": f"**{text}**", "second": f"<u>{text}</u>"}.get(cell.mark, text)
+
+
+def _reproduced_md(cell: Cell, col: Column, legend: _Legend) -> str:
+    if cell.not_reproduced is not None:
+        return f"— ({legend.not_reproduced[cell.not_reproduced]})"
+    text = f"{_fmt(cell.value, col.decimals + 2)}<sup>{legend.groups[cell.fingerprint]}</sup>"
+    return text if cell.comparable else f"{text}†"
+
+
+def render_markdown(claims: Claims, table: Table, cells: dict[str, dict[str, Cell]],
+                    preset: str, commit: str, claims_display: str) -> str:
+    legend = _legend(table, cells)
+    entry = "Method" if table.layout == "columns_are_entries" else "Model"
+    p = table.protocol
+    lines = [f"# {claims.title}: {table.caption}", ""]
+    if legend.reasons:
+        lines += ["> **Not comparable with the paper** (values marked †): "
+                  + "; ".join(legend.reasons) + ".", ""]
+    lines += [
+        f"Preset `{preset}` · commit `{commit}` · claims `{claims_display}` · "
+        f"paper: {claims.citation}.", "",
+        f"Paper protocol: {p['n_content']} content x {p['n_style']} style = {p['n_outputs']} "
+        f"outputs at {p['size']}x{p['size']}. {p.get('notes', '')}".rstrip(), "",
+        "Paper values as printed (**bold** best, <u>underlined</u> second best). Reproduced values "
+        "carry their record's fingerprint group as a superscript.", "",
+    ]
+    if table.layout == "columns_are_entries":
+        lines += ["The paper prints this table transposed (methods as columns).", ""]
+    header = [entry, "Variant"]
+    for cid, col in table.columns.items():
+        if col.not_reproduced is not None:
+            header.append(f"{col.label} (paper; not reproducible, "
+                          f"{legend.not_reproduced[col.not_reproduced]})")
+            continue
+        flag = " ⚠ mixed fingerprints" if cid in legend.mixed else ""
+        header += [f"{col.label} (paper)", f"{col.label} (reproduced){flag}"]
+    header.append("Comparable")
+    lines += ["| " + " | ".join(header) + " |",
+              "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
+    for rid, row in table.rows.items():
+        line = [row.label, f"`{row.variant}`" if row.variant else "—"]
+        row_reasons: list[int] = []
+        reproduced = []
+        for cid, col in table.columns.items():
+            cell = cells[rid][cid]
+            line.append(_paper_md(cell, col))
+            if col.not_reproduced is None:
+                line.append(_reproduced_md(cell, col, legend))
+            if cell.not_reproduced is None:
+                reproduced.append(cell)
+                row_reasons += [legend.reasons[r] for r in cell.reasons
+                                if legend.reasons[r] not in row_reasons]
+        if not reproduced:
+            line.append("—")
+        elif all(c.comparable for c in reproduced):
+            line.append("yes")
+        else:
+            line.append("no (" + ", ".join(map(str, sorted(row_reasons))) + ")")
+        lines.append("| " + " | ".join(line) + " |")
+    lines += ["", "**Fingerprints** (a record's protocol hash; one letter = one protocol):", ""]
+    for fp, key in legend.groups.items():
+        cols = [col.label for cid, col in table.columns.items()
+                if any(cells[rid][cid].fingerprint == fp for rid in table.rows)]
+        lines.append(f"- <sup>{key}</sup> `{fp}`: {', '.join(cols)}")
+    for cid, keys in legend.mixed.items():
+        lines.append(f"- ⚠ **{table.columns[cid].label}** mixes protocols "
+                     f"{', '.join(keys)}: its reproduced values were not measured the same way.")
+    if legend.reasons:
+        lines += ["", "**Not comparable** (numbers in the Comparable column):", ""]
+        lines += [f"{n}. {reason}" for reason, n in legend.reasons.items()]
+    if legend.not_reproduced:
+        lines += ["", "**Not reproduced:**", ""]
+        lines += [f"- ({key}) {reason}" for reason, key in legend.not_reproduced.items()]
+    lines += ["", "**Columns:**", ""]
+    lines += [f"- {col.label}: `{col.metric or 'not reproducible'}`; {col.protocol}"
+              for col in table.columns.values()]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: Table, cells: dict[str, dict[str, Cell]], preset: str, commit: str) -> str:
+    legend = _legend(table, cells)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for rid, row in table.rows.items():
+        for cid, col in table.columns.items():
+            cell = cells[rid][cid]
+            done = cell.not_reproduced is None
+            writer.writerow({
+                "table": table.id, "row": rid, "row_label": row.label,
+                "variant": row.variant or "", "column": cid, "column_label": col.label,
+                "metric": col.metric or "", "higher_is_better": col.higher_is_better,
+                "paper_value": _fmt(cell.paper, col.decimals), "paper_mark": cell.mark,
+                "reproduced_value": repr(cell.value) if done else "",
+                "n_samples": cell.n_samples if done and cell.n_samples is not None else "",
+                "fingerprint": cell.fingerprint or "",
+                "fingerprint_group": legend.groups[cell.fingerprint] if done else "",
+                "column_mixed_fingerprints": cid in legend.mixed,
+                "comparable": cell.comparable if done else "",
+                "non_comparable_reasons": "; ".join(cell.reasons),
+                "not_reproduced": cell.not_reproduced or "",
+                "preset": preset, "commit": commit,
+            })
+    return buf.getvalue()
+
+
+def tabulate(claims_path: Path, runs_dir: Path, out_dir: Path, preset: str, commit: str
+             ) -> list[Path]:
+    """Write out_dir/<paper>_table<number>.md and .csv for every claims table; return the paths.
+
+    runs_dir is the experiment folder holding one folder per variant, each with metrics.json
+    (e.g. runs/<preset>/stya2k/coco_wikiart)."""
+    claims = load_claims(claims_path)
+    claims_display = _display_path(Path(claims_path))
+    written = []
+    for table in claims.tables.values():
+        cells = resolve_cells(table, claims, Path(runs_dir), preset)
+        stem = Path(out_dir) / f"{claims.paper}_table{table.id}"
+        md, csv_path = stem.with_suffix(".md"), stem.with_suffix(".csv")
+        write_text(md, render_markdown(claims, table, cells, preset, commit, claims_display))
+        write_text(csv_path, render_csv(table, cells, preset, commit))
+        written += [md, csv_path]
+    return written
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
