@@ -1,0 +1,70 @@
+"""Tiny prepared content/style datasets and StyA2K settings for CPU tests."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sparsegen.config import load_params, resolve
+from sparsegen.data.manifest import write_manifest
+from sparsegen.io import write_image
+from sparsegen.provenance import sha256_file
+
+
+def _gradient(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth colour gradient with a soft blob: stand-in for a photo."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    a, b, c = rng.uniform(0, 1, (3, 3))
+    img = np.stack([a[i] * x + b[i] * y + c[i] * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) * 8)
+                    for i in range(3)], -1)
+    return img / img.max()
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Coloured stripes plus noise: stand-in for a painting."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    freq, angle = rng.uniform(4, 16), rng.uniform(0, np.pi)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)))
+    colours = rng.uniform(0, 1, (2, 3))
+    img = stripes[..., None] * colours[0] + (1 - stripes[..., None]) * colours[1]
+    return np.clip(img + rng.normal(0, 0.08, img.shape), 0, 1)
+
+
+def make_dataset(root: Path, kind: str, n_train: int, n_test: int, size: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    make = _gradient if kind == "content" else _texture
+    rows = []
+    for i in range(n_train + n_test):
+        rel = f"images/{kind}{i:03d}.png"
+        write_image(root / rel, (make(rng, size) * 255).round().astype(np.uint8))
+        rows.append({"id": f"{kind}{i:03d}", "split": "train" if i < n_train else "test",
+                     "path": rel, "sha256": sha256_file(root / rel)})
+    write_manifest(root, rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data/prepared with `content` (gradients) and `style` (textures), 96x96 PNGs."""
+    root = tmp_path_factory.mktemp("prepared")
+    make_dataset(root / "content", "content", n_train=6, n_test=4, size=96, seed=0)
+    make_dataset(root / "style", "style", n_train=6, n_test=5, size=96, seed=1)
+    return root
+
+
+@pytest.fixture
+def settings(prepared: Path, tmp_path: Path) -> dict[str, Any]:
+    """Full-model settings on the tiny datasets: random-init VGG, crop 64, CPU."""
+    s = copy.deepcopy(resolve(load_params(), "stya2k", "full"))
+    s["paths"] = {**s["paths"], "prepared": str(prepared), "weights": str(tmp_path / "weights")}
+    s["datasets"] = {"content": {"name": "content"}, "style": {"name": "style"}}
+    s["weights"] = "random"
+    s["device"] = "cpu"
+    s["train"].update(batch_size=2, iterations=4, load_size=80, crop_size=64,
+                      checkpoint_every=2, log_every=1, decay_start=4)
+    s["eval"].update(n_content=2, n_style=3, size=64, timing_warmup=0, timing_repeats=1)
+    return s

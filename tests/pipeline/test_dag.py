@@ -1,0 +1,60 @@
+"""The DAG itself: paper preset plans without data, lint, schema errors before any job."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sparsegen.config import load_params
+
+pytestmark = pytest.mark.pipeline
+
+
+def _job_counts(stdout: str) -> Counter[str]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    counts: Counter[str] = Counter()
+    in_table = False
+    for line in stdout.splitlines():
+        if line.startswith("job") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+            if m and m.group(1) != "total":
+                counts[m.group(1)] = int(m.group(2))
+            elif line.strip().startswith("total"):
+                break
+    return counts
+
+
+def test_paper_preset_plans_every_job_without_data(repo_copy: Path, sh) -> None:
+    proc = sh(["snakemake", "-n", "--config", "preset=paper", "--quiet", "rules"], repo_copy)
+    counts = _job_counts(proc.stdout)
+    params = load_params(repo_copy / "params.yaml", overrides={"preset": "paper"})
+    n_variants = len(params["stya2k"]["variants"])
+    assert counts["fetch_dataset"] == 2  # coco2014_train, wikiart
+    assert counts["prepare_dataset"] == 2
+    assert counts["train"] == counts["sample"] == counts["evaluate"] == n_variants
+    assert counts["tabulate_stya2k"] == counts["figures"] == counts["report"] == 1
+    assert not (repo_copy / "data").exists()
+
+
+def test_lint_is_clean(repo_copy: Path, sh) -> None:
+    proc = sh(["snakemake", "--lint"], repo_copy, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_invalid_params_fail_before_any_job(repo_copy: Path, sh) -> None:
+    proc = sh(["snakemake", "-n", "--config", "preset=fast"], repo_copy, check=False)
+    assert proc.returncode != 0
+    assert "preset: 'fast' is not allowed; allowed values: 'smoke', 'paper'" in proc.stderr
+    assert not (repo_copy / "logs").exists()
+
+
+def test_committed_dvc_yaml_matches_params(repo_copy: Path, sh) -> None:
+    proc = sh(["python", "-m", "sparsegen", "dvcgen", "--check"], repo_copy, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,94 @@
+"""params.yaml: schema errors name the key and the allowed values; settings resolve in order."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from sparsegen.config import (
+    ParamsError,
+    load_params,
+    resolve,
+    unit_param_keys,
+    unit_settings,
+    validate_params,
+)
+
+
+@pytest.fixture(scope="module")
+def params() -> dict[str, Any]:
+    return load_params()
+
+
+def _invalid(params: dict[str, Any], edit) -> str:
+    bad = copy.deepcopy(params)
+    edit(bad)
+    with pytest.raises(ParamsError) as info:
+        validate_params(bad)
+    return str(info.value)
+
+
+def test_committed_params_are_valid(params: dict[str, Any]) -> None:
+    assert params["preset"] in ("smoke", "paper")
+
+
+def test_bad_enum_names_key_path_and_allowed_values(params: dict[str, Any]) -> None:
+    msg = _invalid(params, lambda p: p.update(preset="fast"))
+    assert "preset: 'fast' is not allowed; allowed values: 'smoke', 'paper'" in msg
+
+
+def test_bad_nested_value_names_full_key_path(params: dict[str, Any]) -> None:
+    msg = _invalid(params, lambda p: p["stya2k"]["model"].update(heads=3))
+    assert "stya2k.model.heads: 3 is not allowed" in msg and "8" in msg
+
+
+def test_unknown_key_is_an_error_with_allowed_keys(params: dict[str, Any]) -> None:
+    msg = _invalid(params, lambda p: p["stya2k"]["variants"]["full"].update(modle={}))
+    assert "stya2k.variants.full: unknown key(s) 'modle'" in msg
+    assert "allowed keys: loss, model, train" in msg
+
+
+def test_smoke_block_may_only_change_sizes_lengths_and_data(params: dict[str, Any]) -> None:
+    msg = _invalid(params, lambda p: p["stya2k"]["smoke"]["train"].update(lr=1.0))
+    assert "stya2k.smoke.train: unknown key(s) 'lr'" in msg
+
+
+def test_sizes_must_fit_the_block_grid(params: dict[str, Any]) -> None:
+    msg = _invalid(params, lambda p: p["stya2k"]["smoke"]["eval"].update(size=96))
+    assert "eval.size 96" in msg and "relu5_1" in msg and "multiple of 64" in msg
+
+
+def test_undefined_dataset_reference(params: dict[str, Any]) -> None:
+    msg = _invalid(params, lambda p: p["stya2k"]["smoke"]["data"].update(style="nope"))
+    assert "data.style: dataset 'nope' is not defined" in msg
+
+
+def test_resolve_applies_preset_then_variant(params: dict[str, Any]) -> None:
+    smoke = resolve(params, "stya2k", "wo_multihead")
+    assert smoke["model"]["heads"] == 1  # variant
+    assert smoke["train"]["iterations"] == params["stya2k"]["smoke"]["train"]["iterations"]
+    assert smoke["train"]["lr"] == params["stya2k"]["train"]["lr"]  # base, untouched by smoke
+    assert smoke["datasets"]["content"]["name"] == "smoke_content"
+    paper = resolve({**params, "preset": "paper"}, "stya2k", "wo_multihead")
+    assert paper["train"]["iterations"] == params["stya2k"]["train"]["iterations"]
+    assert paper["datasets"]["content"]["name"] == params["stya2k"]["data"]["content"]
+
+
+def test_unknown_variant(params: dict[str, Any]) -> None:
+    with pytest.raises(ParamsError, match="no variant 'nope'"):
+        resolve(params, "stya2k", "nope")
+
+
+def test_units_receive_only_what_they_read(params: dict[str, Any]) -> None:
+    train = unit_settings(params, "stya2k", "full", "train")
+    evaluate = unit_settings(params, "stya2k", "full", "evaluate")
+    assert "eval" not in train and "train" not in evaluate and "loss" not in evaluate
+    keys = unit_param_keys(params, "stya2k", "wo_da", "train")
+    assert "stya2k.variants.wo_da" in keys
+    assert not any(k.startswith("stya2k.variants.") and k != "stya2k.variants.wo_da"
+                   for k in keys)
+    assert "stya2k.smoke.train" in keys
+    paper_keys = unit_param_keys({**params, "preset": "paper"}, "stya2k", "wo_da", "train")
+    assert not any(".smoke" in k for k in paper_keys)

@@ -1,0 +1,102 @@
+"""Weights manifest: nothing downloads implicitly; files are verified; modes behave."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparsegen import weights
+from sparsegen.nets.vgg import LAYERS, VGGEncoder
+from sparsegen.provenance import sha256_file
+
+
+@pytest.fixture
+def fake_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> weights.WeightSpec:
+    """A manifest entry served from a local file:// URL, in the AdaIN state-dict format."""
+    source = tmp_path / "upstream" / "vgg_normalised.pth"
+    source.parent.mkdir()
+    torch.save(VGGEncoder(weights.ResolvedWeights("vgg19_normalised", None,
+                                                  weights.RANDOM_INIT)).layers.state_dict(),
+               source)
+    spec = dataclasses.replace(weights.MANIFEST["vgg19_normalised"], url=source.as_uri(),
+                               mirrors=(), size=source.stat().st_size,
+                               sha256=sha256_file(source))
+    monkeypatch.setitem(weights.MANIFEST, "vgg19_normalised", spec)
+    return spec
+
+
+def test_auto_without_file_is_random_init(tmp_path: Path) -> None:
+    r = weights.resolve("vgg19_normalised", "auto", tmp_path)
+    assert not r.pretrained and r.sha256 == weights.RANDOM_INIT
+    assert list(tmp_path.iterdir()) == []  # nothing was downloaded
+
+
+def test_pretrained_without_file_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(weights.WeightsError) as info:
+        weights.resolve("vgg19_normalised", "pretrained", tmp_path)
+    msg = str(info.value)
+    assert str(tmp_path / "vgg_normalised.pth") in msg and "fetch weights" in msg
+
+
+def test_fetch_verifies_and_then_loads(tmp_path: Path, fake_spec: weights.WeightSpec) -> None:
+    dest = tmp_path / "weights"
+    path = weights.fetch("vgg19_normalised", dest)
+    assert path == dest / fake_spec.filename
+    r = weights.resolve("vgg19_normalised", "pretrained", dest)
+    assert r.pretrained and r.sha256 == fake_spec.sha256
+    enc = VGGEncoder(r)
+    assert enc.fingerprint == f"vgg19_normalised:sha256:{fake_spec.sha256}"
+    feats = enc(torch.rand(1, 3, 32, 32))
+    assert list(feats) == list(LAYERS)
+    assert feats["relu5_1"].shape == (1, 512, 2, 2)
+
+
+def test_corrupted_file_is_rejected(tmp_path: Path, fake_spec: weights.WeightSpec) -> None:
+    dest = tmp_path / "weights"
+    path = weights.fetch("vgg19_normalised", dest)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(weights.WeightsError, match="sha256"):
+        weights.resolve("vgg19_normalised", "auto", dest)
+
+
+def test_failed_fetch_leaves_nothing_and_explains(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = dataclasses.replace(weights.MANIFEST["alexnet_torchvision"],
+                               url=(tmp_path / "absent.pth").as_uri())
+    monkeypatch.setitem(weights.MANIFEST, "alexnet_torchvision", spec)
+    with pytest.raises(weights.WeightsError) as info:
+        weights.fetch("alexnet_torchvision", tmp_path / "w")
+    assert "alexnet-owt-7be5be79.pth" in str(info.value)
+    assert not (tmp_path / "w" / spec.filename).exists()
+
+
+def test_random_init_encoder_is_reproducible() -> None:
+    r = weights.resolve("vgg19_normalised", "random", "unused")
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(VGGEncoder(r)(x)["relu3_1"], VGGEncoder(r)(x)["relu3_1"])
+
+
+def test_torchvision_vgg19_maps_onto_the_normalised_layout(tmp_path: Path) -> None:
+    """Our encoder with torchvision weights equals torchvision's VGG-19 on normalised input."""
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.vgg19(weights=None).eval()
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save(tv.state_dict(), path)
+    enc = VGGEncoder(weights.ResolvedWeights("vgg19_torchvision", path, "test"))
+    x = torch.rand(2, 3, 48, 48)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours = enc(x)
+        ref = {"relu1_1": tv.features[:2]((x - mean) / std),
+               "relu4_1": tv.features[:21]((x - mean) / std),
+               "relu5_1": tv.features[:30]((x - mean) / std)}
+    for layer, expected in ref.items():
+        torch.testing.assert_close(ours[layer], expected, rtol=1e-4, atol=1e-5)
