@@ -250,14 +250,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors about the user's data, settings or files: shown as one message, no traceback."""
+    from sparsegen.config import ParamsError
+    from sparsegen.data.manifest import ManifestError
+    from sparsegen.data.sources import DatasetUnavailable
+    from sparsegen.download import DownloadError
+    from sparsegen.io import ImageReadError
+    from sparsegen.weights import WeightsError
+
+    return (ParamsError, ManifestError, DatasetUnavailable, DownloadError, ImageReadError,
+            WeightsError)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    from sparsegen.config import ParamsError
-
     try:
         return args.func(args)
-    except ParamsError as e:
+    except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import glob
+import io
 import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
@@ -33,6 +39,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Folder version of `atomic_path`: yield a temporary sibling folder that replaces `path`
+    (old content removed) only on success. Leftovers of an interrupted earlier call are
+    removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        log.info("removing %s, left by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-old-"))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -61,19 +92,23 @@ def torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
-def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
-    """Decode an image file to a uint8 array (H, W, 3); any failure names the file."""
-    from PIL import Image, UnidentifiedImageError
+def read_image(source: str | Path | bytes, mode: str = "RGB", name: str | None = None
+               ) -> np.ndarray:
+    """Decode an image file (or its bytes, e.g. an archive member) to a writable uint8 array
+    (H, W, 3); grayscale, CMYK and palette images are converted. Any failure names the file
+    (`name` for bytes)."""
+    from PIL import Image
 
-    path = Path(path)
+    where = name or str(source if not isinstance(source, bytes) else "<bytes>")
     try:
-        with Image.open(path) as im:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+        with Image.open(fp) as im:
             im.load()
-            return np.asarray(im.convert(mode))
+            return np.array(im.convert(mode))
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: unreadable or corrupt image ({e})") from None
+        raise ImageReadError(f"{where}: image file not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"{where}: unreadable or corrupt image ({e})") from None
 
 
 def write_image(path: str | Path, array: np.ndarray, **save_kwargs: Any) -> None:

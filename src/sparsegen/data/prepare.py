@@ -8,26 +8,23 @@ and renamed into place, so a crash never leaves a folder that looks complete.
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from sparsegen.config import ParamsError
 from sparsegen.data.images import resize, to_tensor, to_uint8
 from sparsegen.data.manifest import write_manifest
-from sparsegen.io import ImageReadError, write_image, write_json
+from sparsegen.io import ImageReadError, atomic_dir, write_image, write_json
 from sparsegen.provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -66,28 +63,6 @@ def assign_splits(names: Sequence[str], n_test: int, seed: int,
     return {name: "test" if name in test else "train" for name in kept}
 
 
-@contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `path` (old content removed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        log.info("removing %s, left by an interrupted prepare", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-old-"))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 def _prepare_one(item: Item, split: str, root: Path, size: int, dataset: str) -> dict[str, str]:
     try:
         array = item.load()
@@ -108,8 +83,11 @@ def write_dataset(dataset: str, items: Sequence[Item], settings: Mapping[str, An
     size, n_test, seed = settings["size"], settings["n_test"], settings["seed"]
     exclude = frozenset(settings.get("exclude") or ())
     names = [it.name for it in items]
-    if len(set(names)) != len(names) or len({it.id for it in items}) != len(items):
-        raise ValueError(f"dataset {dataset!r}: duplicate upstream names or ids")
+    ids = Counter(it.id for it in items if it.name not in exclude)
+    clashes = sorted(it.name for it in items if it.name not in exclude and ids[it.id] > 1)
+    if clashes:
+        raise ValueError(f"dataset {dataset!r}: these files map to the same sample id (list all "
+                         f"but one under datasets.{dataset}.exclude): {', '.join(clashes)}")
     missing = sorted(exclude - set(names))
     if missing:
         log.warning("%s: %d name(s) under datasets.%s.exclude are not in the data: %s",
@@ -119,6 +97,8 @@ def write_dataset(dataset: str, items: Sequence[Item], settings: Mapping[str, An
     skipped = sorted(exclude & set(names))
     log.info("%s: %d image(s) (%d test), %d excluded%s", dataset, len(todo), n_test,
              len(skipped), f": {', '.join(skipped)}" if skipped else "")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over images instead; avoids oversubscribing the cores
     with atomic_dir(out_dir) as root:
         bar = tqdm(total=len(todo), desc=f"prepare {dataset}", unit="img",
                    mininterval=0.5 if sys.stderr.isatty() else 60.0)
@@ -134,6 +114,7 @@ def write_dataset(dataset: str, items: Sequence[Item], settings: Mapping[str, An
             bar.close()
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
         write_manifest(root, rows)
         write_json(root / DATASET_INFO, {
             "name": dataset, "source": settings["source"], "size": size, "seed": seed,
