@@ -33,3 +33,13 @@ def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
         read_image(bad)
     with pytest.raises(ImageReadError, match="missing.png: image file not found"):
         read_image(tmp_path / "missing.png")
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    with atomic_path(tmp_path / "x.txt") as tmp:
+        tmp.write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
@@ -29,12 +29,12 @@ def external_references(html: str) -> list[str]:
     return _EXTERNAL.findall(html)
 
 
-def html_offline(notebook: Path | Any, hide_input: bool = True) -> str:
-    """Render an executed notebook (path or NotebookNode) as HTML that needs no network."""
+def html_offline(notebook: Path, title: str, hide_input: bool = True) -> str:
+    """Render an executed notebook as HTML that needs no network; refuses remote images."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(notebook, as_version=4) if isinstance(notebook, str | Path) else notebook
+    nb = nbformat.read(notebook, as_version=4)
     exporter = HTMLExporter(
         template_name="lab",
         extra_loaders=[jinja2.DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
@@ -44,11 +44,11 @@ def html_offline(notebook: Path | Any, hide_input: bool = True) -> str:
         exclude_input_prompt=hide_input,
         exclude_output_prompt=hide_input,
     )
-    html, _ = exporter.from_notebook_node(nb)
+    html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
     found = external_references(html)
     if found:
-        raise RuntimeError(f"HTML export of {getattr(notebook, 'name', notebook)} still "
-                           f"references external files: {found[:3]}")
+        raise RuntimeError(f"HTML export of {title!r} still references external files: "
+                           f"{found[:3]}")
     return html
 
 
@@ -65,10 +65,12 @@ def execute(notebook: Path, out_ipynb: Path, out_html: Path, parameters: dict,
     if not notebook.is_file():
         raise FileNotFoundError(f"{notebook}: notebook not found")
     params = {k: str(v) if isinstance(v, Path) else v for k, v in parameters.items()}
-    with atomic_path(out_ipynb) as tmp:
+    with atomic_path(out_ipynb) as tmp, warnings.catch_warnings():
+        # The temporary name does not end in .ipynb; papermill warns about that only.
+        warnings.filterwarnings("ignore", message="The specified file .* does not end in")
         papermill.execute_notebook(
             str(notebook), str(tmp), parameters=params, cwd=str(cwd), kernel_name="python3",
             progress_bar=False, log_output=False,
         )
-        html = html_offline(tmp)
+        html = html_offline(tmp, title=out_html.stem)
     write_text(out_html, html)

@@ -13,12 +13,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sparsegen.io import read_json, write_text
+from sparsegen.io import write_text
 from sparsegen.provenance import REPO_ROOT
+
+if TYPE_CHECKING:
+    from sparsegen.metrics.records import ResultRecord
 
 LAYOUTS = ("rows_are_entries", "columns_are_entries")
 PROTOCOL_KEYS = ("n_content", "n_style", "n_outputs", "size")
@@ -117,10 +120,10 @@ class _Checker:
         value = obj[name]
         if optional and value is None:
             return None
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise self.fail(f"{key}.{name}", f"expected {kind}, got {value!r}")
-        if not isinstance(value, kind):
-            raise self.fail(f"{key}.{name}", f"expected {kind}, got {value!r}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.fail(f"{key}.{name}", f"expected {' or '.join(k.__name__ for k in kinds)}, "
+                                             f"got {value!r}")
         return value
 
     def only(self, obj: dict[str, Any], key: str, allowed: set[str]) -> None:
@@ -239,43 +242,39 @@ def load_claims(path: str | Path) -> Claims:
 # Records
 
 
-def read_records(path: Path, *, paper: str, variant: str, preset: str) -> dict[str, dict]:
+def records_by_metric(path: Path, *, paper: str, variant: str, preset: str
+                      ) -> dict[str, ResultRecord]:
     """Metric records of one run folder's metrics.json, keyed by metric name.
 
     The records' `source` must name the same paper, variant and preset as the folder they sit in."""
+    # Imported here: the metrics package pulls in torch, and the Snakefile imports this module
+    # (table_ids) at parse time.
+    from sparsegen.metrics.records import read_records
+
     if not path.is_file():
         raise FileNotFoundError(f"{path}: metrics file not found (variant {variant!r})")
-    doc = read_json(path)
-    records = doc.get("records") if isinstance(doc, dict) else None
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected {{'records': [...]}}")
-    out: dict[str, dict] = {}
-    for i, rec in enumerate(records):
-        missing = [k for k in ("metric", "value", "comparable", "fingerprint")
-                   if not isinstance(rec, dict) or k not in rec]
-        if missing:
-            raise ValueError(f"{path}: records[{i}] lacks key(s) {missing}")
-        if rec["metric"] in out:
-            raise ValueError(f"{path}: two records for metric {rec['metric']!r}")
-        source = rec.get("source") or {}
+    out: dict[str, ResultRecord] = {}
+    for i, rec in enumerate(read_records(path)):
+        if rec.metric in out:
+            raise ValueError(f"{path}: two records for metric {rec.metric!r}")
         for name, want in (("paper", paper), ("variant", variant), ("preset", preset)):
-            if name in source and source[name] != want:
-                raise ValueError(f"{path}: records[{i}] ({rec['metric']}) has source.{name} = "
-                                 f"{source[name]!r}, expected {want!r}")
-        out[rec["metric"]] = rec
+            if name in rec.source and rec.source[name] != want:
+                raise ValueError(f"{path}: records[{i}] ({rec.metric}) has source.{name} = "
+                                 f"{rec.source[name]!r}, expected {want!r}")
+        out[rec.metric] = rec
     return out
 
 
 def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
                   ) -> dict[str, dict[str, Cell]]:
     """Pair each printed cell with the record reproducing it (runs_dir/<variant>/metrics.json)."""
-    records: dict[str, dict[str, dict]] = {}
+    records: dict[str, dict[str, ResultRecord]] = {}
     out: dict[str, dict[str, Cell]] = {}
     for rid, row in table.rows.items():
         if row.variant is not None and row.variant not in records:
-            records[row.variant] = read_records(runs_dir / row.variant / "metrics.json",
-                                                paper=claims.paper, variant=row.variant,
-                                                preset=preset)
+            records[row.variant] = records_by_metric(runs_dir / row.variant / "metrics.json",
+                                                     paper=claims.paper, variant=row.variant,
+                                                     preset=preset)
         out[rid] = {}
         for cid, col in table.columns.items():
             paper = table.cells[rid][cid]
@@ -288,19 +287,18 @@ def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
             rec = records[row.variant].get(col.metric)
             if rec is None:
                 raise ValueError(f"{metrics_file}: no record for metric {col.metric!r} "
-                                 f"({table.id}, column {cid!r})")
-            reasons = list(rec.get("non_comparable_reasons") or [])
-            comparable = bool(rec["comparable"])
+                                 f"(table {table.id}, column {cid!r})")
+            reasons = list(rec.non_comparable_reasons)
+            comparable = rec.comparable
             if col.hardware_bound:
                 comparable = False
-                reasons.append(f"{col.hardware_bound}; measured on "
-                               f"{rec.get('device', 'an unrecorded device')}")
+                reasons.append(f"{col.hardware_bound}; measured on {rec.device}")
             if not comparable and not reasons:
                 reasons.append("record marked non-comparable without a reason")
             out[rid][cid] = Cell(
-                paper=paper, mark=mark, value=float(rec["value"]),
-                n_samples=rec.get("n_samples"), fingerprint=str(rec["fingerprint"]),
-                comparable=comparable, reasons=tuple(dict.fromkeys(reasons)),
+                paper=paper, mark=mark, value=rec.value, n_samples=rec.n_samples,
+                fingerprint=rec.fingerprint, comparable=comparable,
+                reasons=tuple(dict.fromkeys(reasons)),
             )
     return out
 
@@ -469,7 +467,7 @@ def tabulate(claims_path: Path, runs_dir: Path, out_dir: Path, preset: str, comm
     runs_dir is the experiment folder holding one folder per variant, each with metrics.json
     (e.g. runs/<preset>/stya2k/coco_wikiart)."""
     claims = load_claims(claims_path)
-    claims_display = _display_path(Path(claims_path))
+    claims_display = _display_path(claims.path)
     written = []
     for table in claims.tables.values():
         cells = resolve_cells(table, claims, Path(runs_dir), preset)

@@ -13,7 +13,7 @@ import papermill
 import pytest
 
 from sparsegen.figures import stya2k as stya2k_figures
-from sparsegen.notebooks import execute, external_references
+from sparsegen.notebooks import execute, external_references, html_offline
 from sparsegen.provenance import REPO_ROOT
 
 STYA2K_NOTEBOOK = REPO_ROOT / "notebooks" / "stya2k.ipynb"
@@ -70,6 +70,7 @@ def test_execute_writes_notebook_and_offline_html(tmp_path):
     parser = TagSources()
     parser.feed(html)
     assert parser.refs == [] or all(not re.match(r"(https?:)?//", v) for _, v in parser.refs)
+    assert "<title>tiny</title>" in html
     assert "require.min.js" not in html and "mathjax" not in html.lower()
     images = re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"', html)
     assert len(images) == 1
@@ -79,8 +80,16 @@ def test_execute_writes_notebook_and_offline_html(tmp_path):
     assert 'href="https://example.org/docs"' in html  # ordinary links stay
 
 
+def test_remote_image_in_markdown_is_refused(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("![logo](https://example.org/logo.png)")])
+    nbformat.write(nb, tmp_path / "remote.ipynb")
+    with pytest.raises(RuntimeError, match=r"'remote' still references external files"):
+        html_offline(tmp_path / "remote.ipynb", title="remote")
+
+
 def test_missing_notebook_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.ipynb: notebook not found"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.ipynb: notebook not found"):
         execute(tmp_path / "nope.ipynb", tmp_path / "o.ipynb", tmp_path / "o.html", {}, tmp_path)
 
 

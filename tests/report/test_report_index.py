@@ -7,11 +7,13 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
-from report_fakes import CLAIMS
 
 from sparsegen.io import write_image, write_text
+from sparsegen.provenance import REPO_ROOT
 from sparsegen.report import build_index
 from sparsegen.tables import tabulate
+
+CLAIMS = REPO_ROOT / "pipeline" / "claims" / "stya2k.yaml"
 
 
 class Refs(HTMLParser):

@@ -6,10 +6,12 @@ import csv
 import json
 
 import pytest
-from report_fakes import CLAIMS, make_record, metric_value
 
 from sparsegen.metrics.records import write_records
+from sparsegen.provenance import REPO_ROOT
 from sparsegen.tables import load_claims, tabulate
+
+CLAIMS = REPO_ROOT / "pipeline" / "claims" / "stya2k.yaml"
 
 
 def read_csv(path):
@@ -21,7 +23,8 @@ def run(tmp_path, runs):
     return tabulate(CLAIMS, runs, tmp_path / "tables", "smoke", "abc1234")
 
 
-def test_cells_carry_paper_value_record_value_fingerprint_and_flag(tmp_path, write_metrics):
+def test_cells_carry_paper_value_record_value_fingerprint_and_flag(tmp_path, write_metrics,
+                                                                  fakes):
     runs = write_metrics(tmp_path / "runs", comparable=True)
     paths = run(tmp_path, runs)
     assert [p.name for p in paths] == [f"stya2k_table{n}.{ext}" for n in ("1", "2", "4")
@@ -39,8 +42,8 @@ def test_cells_carry_paper_value_record_value_fingerprint_and_flag(tmp_path, wri
                 assert r["reproduced_value"] == r["fingerprint"] == r["comparable"] == ""
                 assert r["not_reproduced"] == (col.not_reproduced or row.not_reproduced)
                 continue
-            assert float(r["reproduced_value"]) == metric_value(row.variant, col.metric)
-            assert r["fingerprint"] == make_record(row.variant, col.metric).fingerprint
+            assert float(r["reproduced_value"]) == fakes.metric_value(row.variant, col.metric)
+            assert r["fingerprint"] == fakes.make_record(row.variant, col.metric).fingerprint
             fingerprints.setdefault(col.metric, set()).add(r["fingerprint"])
             # Inference time never compares with the paper's RTX 3090 timing.
             hardware = col.metric == "inference_time_s"
@@ -52,13 +55,13 @@ def test_cells_carry_paper_value_record_value_fingerprint_and_flag(tmp_path, wri
     # Table 4's 0.75 row is the full model.
     t4 = {r["row"]: r for r in read_csv(tmp_path / "tables" / "stya2k_table4.csv")
           if r["column"] == "lpips"}
-    assert float(t4["ratio_0.75"]["reproduced_value"]) == metric_value("full", "lpips_alex")
+    assert float(t4["ratio_0.75"]["reproduced_value"]) == fakes.metric_value("full", "lpips_alex")
 
     md2 = (tmp_path / "tables" / "stya2k_table2.md").read_text()
     assert "Not comparable" not in md2 and "†" not in md2 and "mixed" not in md2
     assert "Preset `smoke`" in md2 and "commit `abc1234`" in md2
     assert "| w/o DA | `wo_da` | 0.88 |" in md2
-    full_lpips = f"{metric_value('full', 'lpips_alex'):.4f}<sup>"
+    full_lpips = f"{fakes.metric_value('full', 'lpips_alex'):.4f}<sup>"
     assert f"| **0.56** | {full_lpips}" in md2
     md1 = (tmp_path / "tables" / "stya2k_table1.md").read_text()
     assert md1.splitlines()[2].startswith("> **Not comparable with the paper**")
@@ -123,13 +126,13 @@ def test_missing_metric_record_names_file_and_metric(tmp_path, write_metrics):
         run(tmp_path, runs)
 
 
-def test_records_from_another_variant_or_preset_are_refused(tmp_path, write_metrics):
+def test_records_from_another_variant_or_preset_are_refused(tmp_path, write_metrics, fakes):
     runs = write_metrics(tmp_path / "runs")
     write_records(runs / "wo_pa" / "metrics.json",
-                  [make_record("wo_da", "lpips_alex")])
+                  [fakes.make_record("wo_da", "lpips_alex")])
     with pytest.raises(ValueError, match=r"wo_pa/metrics\.json.*source\.variant = 'wo_da'"):
         run(tmp_path, runs)
     write_records(runs / "wo_pa" / "metrics.json",
-                  [make_record("wo_pa", "lpips_alex", preset="paper")])
+                  [fakes.make_record("wo_pa", "lpips_alex", preset="paper")])
     with pytest.raises(ValueError, match=r"source\.preset = 'paper', expected 'smoke'"):
         run(tmp_path, runs)

@@ -1,0 +1,1 @@
+"""Plotting functions the notebooks call: `common` for shared pieces, one module per paper."""
