@@ -1,0 +1,109 @@
+"""LPIPS-Alex (v0.1) through the `lpips` package, offline.
+
+StyA2K Sec. 4.2 scores stylised images against their input content images with it.
+
+The linear heads ship inside the lpips wheel and are checked against their known sha256. The
+AlexNet backbone is loaded from the manifest's `alexnet_torchvision` file; the package's own
+`pretrained=True` path would download it, so the backbone is always built random
+(`pnet_rand=True`) and then overwritten with the verified file, or left seeded-random.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsegen.metrics.inputs import aligned_pair
+from sparsegen.metrics.records import Measurement
+from sparsegen.metrics.registry import MetricContext, register
+from sparsegen.provenance import sha256_file
+from sparsegen.weights import RANDOM_INIT, ResolvedWeights
+
+ALEX_HEADS_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
+RANDOM_SEED = 0
+
+
+def import_lpips() -> Any:
+    """The lpips module; a broken torchvision (imported by lpips) is reported as such."""
+    try:
+        import lpips
+    except RuntimeError as e:  # torchvision built for another torch fails at import
+        raise RuntimeError(f"the lpips package cannot be imported because torchvision is "
+                           f"broken in this environment ({e}); install a torchvision build "
+                           f"matching torch {torch.__version__}") from e
+    return lpips
+
+
+def alex_heads_path() -> Path:
+    """The v0.1 AlexNet linear-head file inside the installed lpips package, verified."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the lpips package is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "alex.pth"
+    digest = sha256_file(path) if path.is_file() else "missing"
+    if digest != ALEX_HEADS_SHA256:
+        raise RuntimeError(f"{path}: LPIPS alex v0.1 heads sha256 {digest}, expected "
+                           f"{ALEX_HEADS_SHA256}")
+    return path
+
+
+def _load_backbone(net: nn.Module, path: Path) -> None:
+    """Copy torchvision AlexNet `features.<i>.*` weights into lpips' slice modules."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    convs = {name.split(".")[-1]: m for name, m in net.named_modules()
+             if isinstance(m, nn.Conv2d)}
+    with torch.no_grad():
+        for idx, conv in convs.items():
+            try:
+                conv.weight.copy_(state[f"features.{idx}.weight"])
+                conv.bias.copy_(state[f"features.{idx}.bias"])
+            except KeyError:
+                raise ValueError(f"{path}: not a torchvision AlexNet state dict "
+                                 f"(no features.{idx}.*)") from None
+
+
+def build_lpips_alex(backbone: ResolvedWeights) -> nn.Module:
+    """lpips.LPIPS(net='alex', version='0.1') with verified heads and the given backbone."""
+    lpips = import_lpips()
+    heads = alex_heads_path()
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        torch.manual_seed(RANDOM_SEED)  # the random backbone, when no file is used
+        model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, model_path=str(heads),
+                            verbose=False)
+    if backbone.path is not None:
+        _load_backbone(model.net, backbone.path)
+    return model.eval().requires_grad_(False)
+
+
+def _backbone_fingerprint(w: ResolvedWeights) -> str:
+    if w.sha256 == RANDOM_INIT:
+        return f"{w.name}:{RANDOM_INIT}:torchvision-default-init-seed{RANDOM_SEED}"
+    return f"{w.name}:sha256:{w.sha256}"
+
+
+@register("lpips_alex", higher_is_better=False,
+          description="LPIPS v0.1 with AlexNet backbone (lpips package), per image pair, "
+          "mean over pairs; inputs RGB in [0, 1]")
+def lpips_alex(a: Any, b: Any, ctx: MetricContext) -> Measurement:
+    ta, tb = aligned_pair(a, b, ("images", "references"))
+    backbone = ctx.resolve("alexnet_torchvision")
+    model = build_lpips_alex(backbone).to(ctx.device)
+    values: list[float] = []
+    with torch.inference_mode():
+        for i in range(0, ta.shape[0], ctx.batch_size):
+            x = ta[i:i + ctx.batch_size].to(ctx.device, torch.float32)
+            y = tb[i:i + ctx.batch_size].to(ctx.device, torch.float32)
+            values += model(x, y, normalize=True).flatten().double().cpu().tolist()
+    return Measurement(
+        value=math.fsum(values) / len(values), n_samples=len(values), per_sample=values,
+        extractor=backbone,
+        protocol={"net": "alex", "version": "0.1", "backbone": _backbone_fingerprint(backbone),
+                  "heads_sha256": ALEX_HEADS_SHA256, "input": "RGB [0, 1] mapped to [-1, 1]",
+                  "spatial": False, "image_size": list(ta.shape[-2:]), "resize": "none"})

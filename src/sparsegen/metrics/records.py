@@ -1,0 +1,132 @@
+"""Result records: one JSON object per metric value, with everything that changes the number.
+
+A metrics file is ``{"records": [...]}``. The fingerprint hashes the metric name, its protocol and
+the extractor's weights hash, so two values with the same fingerprint were measured the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sparsegen.io import read_json, write_json
+from sparsegen.provenance import (
+    device_description,
+    git_commit,
+    library_versions,
+    stable_hash,
+)
+from sparsegen.weights import RANDOM_INIT, ResolvedWeights
+
+
+@dataclass
+class Measurement:
+    """What a metric function computes; the registry turns it into a ResultRecord."""
+
+    value: float
+    n_samples: int
+    protocol: dict[str, Any]
+    extractor: ResolvedWeights | None = None
+    per_sample: list[float] | None = None
+    seeds: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fingerprint(metric: str, protocol: dict[str, Any], extractor_sha256: str | None) -> str:
+    """12-hex hash of what makes two values comparable."""
+    return stable_hash({"metric": metric, "protocol": protocol,
+                        "extractor_sha256": extractor_sha256})
+
+
+@dataclass
+class ResultRecord:
+    metric: str
+    value: float
+    n_samples: int
+    higher_is_better: bool
+    protocol: dict[str, Any]
+    extractor_weights: dict[str, str] | None
+    seeds: list[int] | None
+    comparable: bool
+    non_comparable_reasons: list[str]
+    fingerprint: str
+    per_sample: list[float] | None
+    versions: dict[str, str]
+    git_commit: str
+    created_at: str
+    device: str
+    source: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_measurement(cls, metric: str, higher_is_better: bool, m: Measurement,
+                         device: Any = None) -> ResultRecord:
+        weights = None
+        if m.extractor is not None:
+            weights = {"name": m.extractor.name, "sha256": m.extractor.sha256}
+        record = cls(
+            metric=metric,
+            value=float(m.value),
+            n_samples=int(m.n_samples),
+            higher_is_better=higher_is_better,
+            protocol=m.protocol,
+            extractor_weights=weights,
+            seeds=m.seeds,
+            comparable=True,
+            non_comparable_reasons=[],
+            fingerprint=fingerprint(metric, m.protocol, weights["sha256"] if weights else None),
+            per_sample=m.per_sample,
+            versions=library_versions(),
+            git_commit=git_commit(),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            device=device_description(device),
+            extra=m.extra,
+        )
+        if m.extractor is not None and m.extractor.sha256 == RANDOM_INIT:
+            record.mark_non_comparable(
+                f"feature extractor {m.extractor.name} is randomly initialised "
+                "(pretrained file not used)")
+        return record
+
+    def mark_non_comparable(self, reason: str) -> None:
+        """Flag the value as not comparable with the paper; reasons are kept once each."""
+        self.comparable = False
+        if reason not in self.non_comparable_reasons:
+            self.non_comparable_reasons.append(reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
+        if not isinstance(data, dict):
+            raise ValueError(f"a metric record must be a JSON object, got {type(data).__name__}")
+        optional = {"source", "extra"}
+        known = [f.name for f in fields(cls)]
+        missing = [k for k in known if k not in data and k not in optional]
+        if missing:
+            raise ValueError(f"metric record {data.get('metric', '?')!r} lacks keys {missing}")
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"metric record {data['metric']!r} has unknown keys {unknown}")
+        return cls(**data)
+
+
+def write_records(path: str | Path, records: list[ResultRecord]) -> None:
+    """Write ``{"records": [...]}`` atomically."""
+    write_json(path, {"records": [r.to_dict() for r in records]})
+
+
+def read_records(path: str | Path) -> list[ResultRecord]:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise ValueError(f"{path}: expected a JSON object with a 'records' list")
+    out = []
+    for i, item in enumerate(data["records"]):
+        try:
+            out.append(ResultRecord.from_dict(item))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: records[{i}]: {e}") from None
+    return out

@@ -1,0 +1,103 @@
+"""StyTr2's content and style losses as evaluation metrics (the protocol StyA2K reports).
+
+StyA2K Sec. 4.2 ("Following [5]", i.e. StyTr2): content loss between stylised and input content
+images, style loss between stylised and input style images, averaged over the outputs. The
+evaluation style loss spans relu1_1..relu5_1 with squared errors, unlike the training loss of
+StyA2K Eq. (14). Features come from AdaIN's normalised VGG-19 (`vgg19_normalised`);
+torchvision's VGG gives numbers on another scale entirely. Each image's loss is computed alone
+(batch of one in the official test scripts) and the metric is the mean over images.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from sparsegen.metrics.inputs import aligned_pair
+from sparsegen.metrics.records import Measurement
+from sparsegen.metrics.registry import MetricContext, register
+from sparsegen.nets.vgg import LAYERS, VGGEncoder
+
+CONTENT_LAYERS = ("relu4_1", "relu5_1")
+EPS = 1e-5
+
+
+def mean_std(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel spatial mean and sqrt(unbiased variance + 1e-5), each (B, C)."""
+    flat = f.flatten(2)
+    return flat.mean(dim=2), (flat.var(dim=2, unbiased=True) + EPS).sqrt()
+
+
+def _normalised(f: torch.Tensor) -> torch.Tensor:
+    mean, std = mean_std(f)
+    return (f - mean[..., None, None]) / std[..., None, None]
+
+
+def content_loss_per_image(fa: dict[str, torch.Tensor], fb: dict[str, torch.Tensor]
+                           ) -> torch.Tensor:
+    """Sum over relu4_1, relu5_1 of MSE between mean/std-normalised features, (B,)."""
+    return sum(((_normalised(fa[k]) - _normalised(fb[k])) ** 2).flatten(1).mean(1)
+               for k in CONTENT_LAYERS)
+
+
+def style_loss_per_image(fa: dict[str, torch.Tensor], fb: dict[str, torch.Tensor]
+                         ) -> torch.Tensor:
+    """Sum over relu1_1..relu5_1 of MSE(means) + MSE(stds), (B,)."""
+    total = 0
+    for k in LAYERS:
+        (ma, sa), (mb, sb) = mean_std(fa[k]), mean_std(fb[k])
+        total = total + ((ma - mb) ** 2).mean(1) + ((sa - sb) ** 2).mean(1)
+    return total
+
+
+def _run(a: torch.Tensor, b: torch.Tensor, ctx: MetricContext, loss: Any,
+         layers: tuple[str, ...]) -> tuple[list[float], VGGEncoder]:
+    for name, t in (("stylised", a), ("reference", b)):
+        if min(t.shape[-2:]) <= 16:
+            raise ValueError(f"{name} images are {tuple(t.shape[-2:])}; relu5_1 needs more "
+                             "than 16 px per side for a variance")
+    encoder = VGGEncoder(ctx.resolve("vgg19_normalised")).to(ctx.device)
+    values: list[float] = []
+    with torch.inference_mode():
+        for i in range(0, a.shape[0], ctx.batch_size):
+            fa = encoder(a[i:i + ctx.batch_size].to(ctx.device, torch.float32), upto=layers[-1])
+            fb = encoder(b[i:i + ctx.batch_size].to(ctx.device, torch.float32), upto=layers[-1])
+            values += loss(fa, fb).double().cpu().tolist()
+    return values, encoder
+
+
+def _protocol(encoder: VGGEncoder, layers: tuple[str, ...], sizes: dict[str, Any],
+              compares: str) -> dict[str, Any]:
+    return {"extractor": encoder.fingerprint, "layers": list(layers), "compares": compares,
+            "statistics": f"per-channel mean, std = sqrt(unbiased var + {EPS})",
+            "reduction": "MSE per image, mean over images", "input": "RGB in [0, 1]",
+            "resize": "none", **sizes}
+
+
+@register("content_loss_stytr2", higher_is_better=False,
+          description="StyTr2 content loss: MSE of mean/std-normalised relu4_1 and relu5_1 "
+          "features (AdaIN normalised VGG) between stylised and content images")
+def content_loss_stytr2(a: Any, b: Any, ctx: MetricContext) -> Measurement:
+    ta, tb = aligned_pair(a, b, ("stylised", "content"))
+    values, encoder = _run(ta, tb, ctx, content_loss_per_image, CONTENT_LAYERS)
+    return Measurement(
+        value=math.fsum(values) / len(values), n_samples=len(values), per_sample=values,
+        extractor=encoder.weights,
+        protocol=_protocol(encoder, CONTENT_LAYERS, {"image_size": list(ta.shape[-2:])},
+                           "stylised vs content"))
+
+
+@register("style_loss_stytr2", higher_is_better=False,
+          description="StyTr2 style loss: sum over relu1_1..relu5_1 of MSE of channel means "
+          "and stds (AdaIN normalised VGG) between stylised and style images")
+def style_loss_stytr2(a: Any, b: Any, ctx: MetricContext) -> Measurement:
+    ta, tb = aligned_pair(a, b, ("stylised", "style"), same_size=False)
+    values, encoder = _run(ta, tb, ctx, style_loss_per_image, LAYERS)
+    return Measurement(
+        value=math.fsum(values) / len(values), n_samples=len(values), per_sample=values,
+        extractor=encoder.weights,
+        protocol=_protocol(encoder, LAYERS, {"image_size": list(ta.shape[-2:]),
+                                             "style_size": list(tb.shape[-2:])},
+                           "stylised vs style"))
