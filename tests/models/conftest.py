@@ -16,21 +16,25 @@ from sparsegen.provenance import sha256_file
 
 
 def _gradient(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth colour gradient with a soft blob: stand-in for a photo."""
+    """Smooth colour waves of random direction and phase around mid-grey: stand-in for a photo,
+    with similar statistics in every image so that held-out images resemble training ones."""
     y, x = np.mgrid[0:size, 0:size] / size
-    a, b, c = rng.uniform(0, 1, (3, 3))
-    img = np.stack([a[i] * x + b[i] * y + c[i] * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) * 8)
-                    for i in range(3)], -1)
-    return img / img.max()
+    fy, fx = rng.uniform(-1.5, 1.5, (2, 3))
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    return np.stack([0.5 + 0.3 * np.sin(2 * np.pi * (fx[i] * x + fy[i] * y) + phase[i])
+                     for i in range(3)], -1)
+
+
+STYLE_COLOURS = np.array([[0.9, 0.6, 0.1], [0.1, 0.2, 0.6]])
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Coloured stripes plus noise: stand-in for a painting."""
+    """Two-colour stripes at one frequency and angle with a random phase, plus noise: copies of
+    one painting's style, so that a few training steps see a consistent style target."""
     y, x = np.mgrid[0:size, 0:size] / size
-    freq, angle = rng.uniform(4, 16), rng.uniform(0, np.pi)
-    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)))
-    colours = rng.uniform(0, 1, (2, 3))
-    img = stripes[..., None] * colours[0] + (1 - stripes[..., None]) * colours[1]
+    phase = rng.uniform(0, 2 * np.pi)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * 6 * (0.8 * x + 0.6 * y) + phase)
+    img = stripes[..., None] * STYLE_COLOURS[0] + (1 - stripes[..., None]) * STYLE_COLOURS[1]
     return np.clip(img + rng.normal(0, 0.08, img.shape), 0, 1)
 
 

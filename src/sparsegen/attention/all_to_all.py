@@ -22,6 +22,7 @@ from sparsegen.attention.blocking import block, unblock
 
 BACKENDS = ("sdpa", "explicit")
 EPS = 1e-5
+MAX_GRID = 65535
 _state: dict[str, object] = {"backend": "sdpa", "counters": []}
 
 
@@ -85,17 +86,38 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kind: str = "dense
         return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
     # Fused kernels take (N, H, L, E); fold every leading axis into H.
     shape4 = (lead[0] if lead else 1, -1)
-    out = F.scaled_dot_product_attention(q.reshape(*shape4, lq, e), k.reshape(*shape4, lk, e),
-                                         v.reshape(*shape4, lk, ev), scale=1.0)
+    out = _sdpa(q.reshape(*shape4, lq, e), k.reshape(*shape4, lk, e), v.reshape(*shape4, lk, ev))
     return out.reshape(*lead, lq, ev)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Unscaled SDPA on (N, H, L, E); H is processed in chunks of at most MAX_GRID (the CUDA grid
+    limit the fused kernels map heads onto). Fused kernels need a unit stride on E."""
+    if q.shape[1] > MAX_GRID:
+        return torch.cat([_sdpa(q[:, i:i + MAX_GRID], k[:, i:i + MAX_GRID], v[:, i:i + MAX_GRID])
+                          for i in range(0, q.shape[1], MAX_GRID)], dim=1)
+    return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(),
+                                          scale=1.0)
+
+
+def with_squares(v: torch.Tensor) -> torch.Tensor:
+    """Values and their squares side by side, so one attention pass yields both moments."""
+    return torch.cat([v, v * v], dim=-1)
+
+
+def moments_to_stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attended `with_squares` values -> mean M and std S = sqrt(E_attn[v^2] - M^2) (Eq. 18).
+
+    EPS is added under the root (as in `mean_std`): without it a zero weighted variance gives
+    an infinite gradient, which turns AdaAttN training to NaN."""
+    mean, second = out.chunk(2, dim=-1)
+    return mean, ((second - mean * mean).clamp_min(0) + EPS).sqrt()
 
 
 def attend_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kind: str = "dense"
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention-weighted mean M and standard deviation S = sqrt(E_attn[v^2] - M^2) (Eq. 18)."""
-    out = attend(q, k, torch.cat([v, v * v], dim=-1), kind)
-    mean, second = out.split(v.shape[-1], dim=-1)
-    return mean, (second - mean * mean).clamp_min(0).sqrt()
+    """Attention-weighted mean and standard deviation of the values (Eq. 18)."""
+    return moments_to_stats(attend(q, k, with_squares(v), kind))
 
 
 def mean_std(x: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:

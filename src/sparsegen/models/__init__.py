@@ -1,0 +1,1 @@
+"""One package per paper: networks, losses, training task, sampling."""

@@ -1,0 +1,79 @@
+"""Evaluation samples: every selected content x style test pair stylised by a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from sparsegen.data.images import load_rgb, to_uint8
+from sparsegen.data.manifest import Sample
+from sparsegen.io import write_image, write_json, write_text
+from sparsegen.models.stya2k.task import dataset_split, load_model
+from sparsegen.provenance import device_description
+from sparsegen.timing import time_callable
+
+SAMPLES_CSV = "samples.csv"
+TIMING_JSON = "timing.json"
+COLUMNS = ("id", "content_id", "style_id", "output", "content_path", "style_path")
+
+
+def select(settings: dict[str, Any], role: str, count: int, generator: torch.Generator
+           ) -> list[Sample]:
+    """`count` test images of `role`: ids sorted, then a seeded permutation's first `count`."""
+    directory, samples = dataset_split(settings, role, "test")
+    if len(samples) < count:
+        raise ValueError(f"{directory}: the {role} test split has {len(samples)} images, "
+                         f"the evaluation needs {count} (eval.n_{role})")
+    samples = sorted(samples, key=lambda s: s.id)
+    return [samples[i] for i in torch.randperm(len(samples), generator=generator)[:count]]
+
+
+def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: torch.device
+           ) -> None:
+    """Write c-<content>__s-<style>.png for every selected pair, samples.csv and timing.json."""
+    ev = settings["eval"]
+    gen = torch.Generator().manual_seed(int(ev["selection_seed"]))
+    contents = select(settings, "content", ev["n_content"], gen)
+    styles = select(settings, "style", ev["n_style"], gen)
+    net, trained = load_model(checkpoint, device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def image(s: Sample) -> torch.Tensor:
+        return load_rgb(s.path, size=ev["size"])[None].to(device)
+
+    style_images = {s.id: image(s) for s in styles}
+    rows = []
+    with torch.inference_mode(), tqdm(total=len(contents) * len(styles), desc="stylise",
+                                      disable=None) as bar:
+        for c in contents:
+            content_image = image(c)
+            for s in styles:
+                name = f"c-{c.id}__s-{s.id}"
+                out = net.stylize(content_image, style_images[s.id])[0]
+                write_image(out_dir / f"{name}.png", to_uint8(out.clamp(0, 1)))
+                rows.append({"id": name, "content_id": c.id, "style_id": s.id,
+                             "output": f"{name}.png", "content_path": str(c.path.resolve()),
+                             "style_path": str(s.path.resolve())})
+                bar.update()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out_dir / SAMPLES_CSV, buf.getvalue())
+
+    content_image, style_image = image(contents[0]), style_images[styles[0].id]
+    timing = time_callable(lambda: net.stylize(content_image, style_image), device,
+                           ev["timing_warmup"], ev["timing_repeats"])
+    write_json(out_dir / TIMING_JSON, {
+        **timing, "size": ev["size"], "batch": 1, "dtype": "float32",
+        "device": device_description(device), "transform": trained["model"]["transform"],
+        "variant": trained.get("variant"), "encoder": net.encoder.fingerprint,
+        "checkpoint": str(checkpoint),
+    })
+
