@@ -29,9 +29,9 @@ def test_image_round_trip(tmp_path: Path) -> None:
 def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(ImageReadError, match="broken.png"):
+    with pytest.raises(ImageReadError, match=r"broken\.png"):
         read_image(bad)
-    with pytest.raises(ImageReadError, match="missing.png: image file not found"):
+    with pytest.raises(ImageReadError, match=r"missing\.png: image file not found"):
         read_image(tmp_path / "missing.png")
 
 

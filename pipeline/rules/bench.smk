@@ -10,12 +10,14 @@ rule bench:
     benchmark:
         f"benchmarks/bench/{{paper}}.jsonl"
     threads: 4
+    conda:
+        ENV
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=60,
     shell:
-        "{PY} -m sparsegen bench {wildcards.paper} --out {output} > {log} 2>&1"
+        "python -m sparsegen bench {wildcards.paper} --out {output} > {log} 2>&1"
 
 
 rule bench_all:

@@ -2,18 +2,17 @@
 # inputs come from sparsegen.layout, which also generates dvc.yaml: the two tools cannot drift.
 import json
 import re
-import sys
+from pathlib import Path
 
 from sparsegen import config as sg
 from sparsegen.layout import Layout
 from sparsegen.weights import MANIFEST as WEIGHTS_MANIFEST
 
-PY = sys.executable  # the interpreter running Snakemake, i.e. the one with sparsegen installed
+ENV = "../envs/sparsegen.yaml"  # the software of every rule (relative to pipeline/rules)
 L = Layout(config)
 PRESET = L.preset
 RUN = L.run_pattern
 GPU = 1 if PRESET == "paper" else 0
-REAL_DATASETS = [n for n in config["datasets"] if L.is_real(n)]
 WEIGHT_FILES = {spec.filename: name for name, spec in WEIGHTS_MANIFEST.items()}
 
 
@@ -44,7 +43,8 @@ def evaluate_settings(wildcards):
 
 
 def raw_dir(wildcards):
-    return L.raw(wildcards.dataset) if wildcards.dataset in REAL_DATASETS else ""
+    """Where the fetched archives are (synthetic sources ignore it)."""
+    return L.raw(wildcards.dataset)
 
 
 def prepare_inputs(wildcards):
@@ -69,6 +69,15 @@ def evaluate_inputs(wildcards):
 
 def figure_inputs(wildcards):
     return L.figure_inputs(wildcards.paper)
+
+
+def output_dir(wildcards, output):
+    return str(Path(output[0]).parent)
+
+
+def metrics_root(wildcards, input):
+    """The experiment folder holding one folder per variant (parent of <variant>/metrics.json)."""
+    return str(Path(input.metrics[0]).parent.parent)
 
 
 def paper_runs_dir(wildcards):

@@ -12,11 +12,13 @@ rule fetch_dataset:
     benchmark:
         f"benchmarks/fetch/{{dataset}}.jsonl"
     threads: 1
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=24 * 60,
     shell:
-        "{PY} -m sparsegen fetch dataset --name {wildcards.dataset} "
+        "python -m sparsegen fetch dataset --name {wildcards.dataset} "
         "--settings {params.settings:q} --raw-dir {params.raw_dir} --receipt {output} "
         "> {log} 2>&1"
 
@@ -34,12 +36,14 @@ rule prepare_dataset:
     benchmark:
         f"benchmarks/prepare/{{dataset}}.jsonl"
     threads: 8 if PRESET == "paper" else 1
+    conda:
+        ENV
     resources:
         mem_mb=8000 if PRESET == "paper" else 1000,
         runtime=12 * 60 if PRESET == "paper" else 10,
     shell:
-        "{PY} -m sparsegen prepare --name {wildcards.dataset} --settings {params.settings:q} "
-        "--raw-dir {params.raw_dir:q} --out {output} --threads {threads} > {log} 2>&1"
+        "python -m sparsegen prepare --name {wildcards.dataset} --settings {params.settings:q} "
+        "--raw-dir {params.raw_dir} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule fetch_weights:
@@ -47,16 +51,19 @@ rule fetch_weights:
         L.weights_file("{weightfile}"),
     params:
         name=weight_name,
+        dest=output_dir,
     log:
         f"logs/fetch/weights-{{weightfile}}.log",
     benchmark:
         f"benchmarks/fetch/weights-{{weightfile}}.jsonl"
     threads: 1
+    conda:
+        ENV
     resources:
         mem_mb=1000,
         runtime=60,
     shell:
-        "{PY} -m sparsegen fetch weights --name {params.name} --dest {L.weights_root} > {log} 2>&1"
+        "python -m sparsegen fetch weights --name {params.name} --dest {params.dest} > {log} 2>&1"
 
 
 rule weights:

@@ -15,10 +15,12 @@ rule figures:
     benchmark:
         f"{L.benchmarks}/{{paper}}/figures.jsonl"
     threads: 1
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{PY} -m sparsegen figures --notebook {input.notebook} --out-ipynb {output.ipynb} "
+        "python -m sparsegen figures --notebook {input.notebook} --out-ipynb {output.ipynb} "
         "--out-html {output.html} --param runs_dir={params.runs_dir} "
         "--param figures_dir={output.figures} > {log} 2>&1"

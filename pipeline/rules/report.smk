@@ -7,13 +7,18 @@ rule report:
         all_notebooks(),
     output:
         L.report,
+    params:
+        results=output_dir,
+        preset=PRESET,
     log:
         f"{L.logs}/report.log",
     benchmark:
         f"{L.benchmarks}/report.jsonl"
     threads: 1
+    conda:
+        ENV
     resources:
         mem_mb=1000,
         runtime=5,
     shell:
-        "{PY} -m sparsegen report --results {L.results} --preset {PRESET} > {log} 2>&1"
+        "python -m sparsegen report --results {params.results} --preset {params.preset} > {log} 2>&1"

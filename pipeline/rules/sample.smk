@@ -13,10 +13,12 @@ rule sample:
     benchmark:
         f"{L.benchmarks}/{{paper}}/{{experiment}}/{{variant}}/sample.jsonl"
     threads: 4 if PRESET == "paper" else 1
+    conda:
+        ENV
     resources:
         gpu=GPU,
         mem_mb=16000 if PRESET == "paper" else 2000,
         runtime=120 if PRESET == "paper" else 10,
     shell:
-        "{PY} -m sparsegen sample --settings {params.settings:q} --threads {threads} "
+        "python -m sparsegen sample --settings {params.settings:q} --threads {threads} "
         "--checkpoint {input.checkpoint} --out {output} > {log} 2>&1"

@@ -6,22 +6,24 @@ for _paper in config["papers"]:
         name:
             f"tabulate_{_paper}"
         input:
-            claims=f"pipeline/claims/{_paper}.yaml",
+            claims=L.claims(_paper),
             metrics=paper_metrics(_paper),
         output:
             L.tables(_paper),
         params:
-            paper=_paper,
-            runs_dir=L.paper_runs(_paper),
-            out_dir=f"{L.results}/tables",
+            runs_dir=metrics_root,
+            out_dir=output_dir,
+            preset=PRESET,
         log:
             f"{L.logs}/{_paper}/tabulate.log",
         benchmark:
             f"{L.benchmarks}/{_paper}/tabulate.jsonl"
         threads: 1
+        conda:
+            ENV
         resources:
             mem_mb=1000,
             runtime=5,
         shell:
-            "{PY} -m sparsegen tabulate --claims {input.claims} --runs-dir {params.runs_dir} "
-            "--out-dir {params.out_dir} --preset {PRESET} > {log} 2>&1"
+            "python -m sparsegen tabulate --claims {input.claims} --runs-dir {params.runs_dir} "
+            "--out-dir {params.out_dir} --preset {params.preset} > {log} 2>&1"

@@ -15,10 +15,12 @@ rule train:
     benchmark:
         f"{L.benchmarks}/{{paper}}/{{experiment}}/{{variant}}/train.jsonl"
     threads: 4 if PRESET == "paper" else 1
+    conda:
+        ENV
     resources:
         gpu=GPU,
         mem_mb=32000 if PRESET == "paper" else 2000,
         runtime=48 * 60 if PRESET == "paper" else 15,
     shell:
-        "{PY} -m sparsegen train --settings {params.settings:q} --threads {threads} "
+        "python -m sparsegen train --settings {params.settings:q} --threads {threads} "
         "--run-dir {params.run_dir} --final {output.final} --log {output.loss_log} > {log} 2>&1"

@@ -93,7 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     t = s["train"]
     cfg = loop.LoopConfig(iterations=t["iterations"], checkpoint_every=t["checkpoint_every"],
                           log_every=t["log_every"], seed=s["seed"],
-                          lr_factor=schedules.from_settings(t), stop_after=args.stop_after)
+                          lr_factor=schedules.from_settings(t), stop_after=args.stop_after,
+                          prefetch=max(2, args.threads))
     complete = loop.run(task, cfg, s, Path(args.run_dir), Path(args.final), Path(args.log))
     if not complete:
         print(f"stopped after step {args.stop_after}; rerun the same command to resume")

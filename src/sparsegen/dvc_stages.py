@@ -93,12 +93,13 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             out[f"evaluate-{paper}-{variant}"] = {
                 "cmd": _cmd(preset, [metrics]),
                 "deps": [*flatten(lay.sample_inputs(paper, variant)),
-                         *lay.evaluate_inputs(paper, variant)["weights"],
+                         *flatten({k: v for k, v in lay.evaluate_inputs(paper, variant).items()
+                                   if k != "samples"}),
                          *_code("evaluate", paper)],
                 "params": unit_param_keys(params, paper, variant, "evaluate"),
                 "outs": [samples, metrics],
             }
-        claims = f"pipeline/claims/{paper}.yaml"
+        claims = lay.claims(paper)
         tables = lay.tables(paper)
         out[f"tables-{paper}"] = {
             "cmd": _cmd(preset, tables),

@@ -98,6 +98,7 @@ class Layout:
         from sparsegen.weights import EVALUATION_WEIGHTS
 
         return {"samples": self.run(paper, variant, "samples"),
+                "claims": self.claims(paper),  # the paper protocol comparability is judged by
                 "weights": self.pretrained(EVALUATION_WEIGHTS[paper])}
 
     def figure_inputs(self, paper: str) -> dict[str, str | list[str]]:
@@ -109,10 +110,13 @@ class Layout:
             "samples": [self.run(paper, v, "samples") for v in variants],
         }
 
+    def claims(self, paper: str) -> str:
+        return f"pipeline/claims/{paper}.yaml"
+
     def tables(self, paper: str) -> list[str]:
         from sparsegen.tables import table_ids
 
-        ids = table_ids(f"pipeline/claims/{paper}.yaml")
+        ids = table_ids(self.claims(paper))
         return [self.table(paper, n, ext) for n in ids for ext in ("md", "csv")]
 
 

@@ -13,9 +13,8 @@ from sparsegen.attention.all_to_all import (
     count_scores,
     dense_attention,
     dense_stats,
-    mean_std,
-    mean_variance_norm,
 )
+from sparsegen.nets.feature_stats import mean_std, mean_variance_norm
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "explicit"])

@@ -13,7 +13,6 @@ from sparsegen.attention.all_to_all import (
     attention_backend,
     count_scores,
     dense_attention,
-    mean_variance_norm,
 )
 from sparsegen.attention.all_to_key import (
     A2KSpec,
@@ -25,6 +24,7 @@ from sparsegen.attention.all_to_key import (
     inspect_query,
     progressive,
 )
+from sparsegen.nets.feature_stats import mean_variance_norm
 
 F64 = torch.float64
 

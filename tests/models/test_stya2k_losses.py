@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from sparsegen.attention.all_to_all import count_scores, mean_variance_norm
+from sparsegen.attention.all_to_all import count_scores
 from sparsegen.attention.all_to_key import a2k_star, adaa2k_star
 from sparsegen.models.stya2k.losses import (
     StyA2KLoss,
@@ -17,6 +17,7 @@ from sparsegen.models.stya2k.losses import (
     target_queries_keys,
 )
 from sparsegen.models.stya2k.transforms import AdaIN, a2k_spec
+from sparsegen.nets.feature_stats import mean_variance_norm
 from sparsegen.nets.vgg import LAYERS
 
 CHANNELS = (64, 128, 256, 512, 512)

@@ -78,7 +78,8 @@ def test_short_training_lowers_the_style_loss(settings, tmp_path):
 
 def _checkpoint(settings, path: Path) -> Path:
     task = build_task(settings, CPU)
-    checkpoint.save(path, step=0, modules=task.modules, optimizers={}, settings=settings)
+    checkpoint.save(path, step=0, modules=task.modules, optimizers={}, settings=settings,
+                    extra=task.checkpoint_extra)
     return path
 
 
@@ -97,7 +98,10 @@ def test_sample_writes_every_pair(settings, tmp_path):
     for r in rows:
         assert r["output"] == f"c-{r['content_id']}__s-{r['style_id']}.png" == r["id"] + ".png"
         assert read_image(out / r["output"]).shape == (64, 64, 3)
-        assert Path(r["content_path"]).is_absolute() and Path(r["style_path"]).exists()
+        # paths as configured (paths.prepared), so a checkout elsewhere resolves them too
+        prepared = Path(settings["paths"]["prepared"])
+        assert Path(r["content_path"]).parent.parent == prepared / "content"
+        assert Path(r["content_path"]).exists() and Path(r["style_path"]).exists()
     timing = json.loads((out / "timing.json").read_text())
     assert timing["repeats"] == 1 and timing["size"] == 64 and timing["device"].startswith("cpu")
 
@@ -111,3 +115,12 @@ def test_sample_needs_enough_test_images(settings, tmp_path):
     settings["eval"]["n_style"] = 9
     with pytest.raises(ValueError, match=r"style test split has 5 images, the evaluation needs 9"):
         sample(settings, ckpt, tmp_path / "samples", CPU)
+
+
+def test_checkpoint_refuses_a_different_encoder(settings, tmp_path):
+    ckpt = _checkpoint(settings, tmp_path / "model.pt")
+    data = checkpoint.load(ckpt)
+    data["extra"] = {"encoder": "vgg19_normalised:sha256:" + "0" * 64}
+    torch.save(data, ckpt)
+    with pytest.raises(ValueError, match="trained with encoder vgg19_normalised:sha256:0000"):
+        load_model(ckpt, CPU)

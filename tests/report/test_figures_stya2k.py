@@ -91,7 +91,6 @@ def model_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("model_runs")
     params = config.load_params(overrides={"weights": "random"})
     settings = config.resolve(params, "stya2k", "full")
-    settings["eval"]["size"] = 64
     net = build_network(settings)
     gen = torch.Generator().manual_seed(0)
     for m in net.decoder.modules():
@@ -107,11 +106,12 @@ def model_runs(tmp_path_factory):
         write_image(images / f"s{c}.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     for c in range(2):
         for s in range(2):
-            name = f"c-c{c}__s-s{s}"
+            name = f"c-c{c}__s-s{s}"  # outputs at the evaluation size (64), as sampling writes
+            write_image(root / "full" / "samples" / f"{name}.png",
+                        rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
             rows.append({"id": name, "content_id": f"c{c}", "style_id": f"s{s}",
                          "output": f"{name}.png", "content_path": str(images / f"c{c}.png"),
                          "style_path": str(images / f"s{s}.png")})
-    (root / "full" / "samples").mkdir()
     pd.DataFrame(rows).to_csv(root / "full" / "samples" / "samples.csv", index=False)
     return root
 

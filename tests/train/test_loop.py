@@ -21,6 +21,7 @@ class ToyTask:
         self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 1))
         self.modules = {"net": self.net}
         self.optimizers = {"adam": torch.optim.Adam(self.net.parameters(), lr=1e-2)}
+        self.checkpoint_extra = {"task": "toy"}
         self.w = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 
     def batch(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +93,7 @@ def test_checkpoint_carries_settings_commit_and_versions(tmp_path: Path) -> None
     _train(tmp_path)
     ckpt = checkpoint.load(tmp_path / "final.pt")
     assert ckpt["settings"] == SETTINGS
+    assert ckpt["extra"] == {"task": "toy"}
     assert ckpt["step"] == 20
     assert ckpt["git_commit"]
     assert "torch" in ckpt["versions"]

@@ -6,8 +6,6 @@ from sparsegen.attention.all_to_all import (
     attend,
     attention_backend,
     count_scores,
-    mean_std,
-    mean_variance_norm,
 )
 from sparsegen.attention.all_to_key import (
     A2KSpec,
@@ -29,7 +27,5 @@ __all__ = [
     "block",
     "count_scores",
     "inspect_query",
-    "mean_std",
-    "mean_variance_norm",
     "unblock",
 ]

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsegen.attention.blocking import block, unblock
+from sparsegen.nets.feature_stats import EPS, mean_variance_norm
 
 BACKENDS = ("sdpa", "explicit")
-EPS = 1e-5
 MAX_GRID = 65535
 _state: dict[str, object] = {"backend": "sdpa", "counters": []}
 
@@ -118,20 +118,6 @@ def attend_stats(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kind: str = 
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention-weighted mean and standard deviation of the values (Eq. 18)."""
     return moments_to_stats(attend(q, k, with_squares(v), kind))
-
-
-def mean_std(x: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and std = sqrt(unbiased variance + eps), shapes (B, C, 1, 1)."""
-    flat = x.flatten(2)
-    mean = flat.mean(-1)[..., None, None]
-    std = (flat.var(-1, unbiased=True) + eps).sqrt()[..., None, None]
-    return mean, std
-
-
-def mean_variance_norm(x: torch.Tensor) -> torch.Tensor:
-    """N(.) of Eq. 4/6: instance normalisation without affine parameters."""
-    mean, std = mean_std(x)
-    return (x - mean) / std
 
 
 def _tokens(x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -21,14 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sparsegen.attention.all_to_all import (
-    attend,
-    mean_variance_norm,
-    moments_to_stats,
-    record_scores,
-    with_squares,
-)
+from sparsegen.attention.all_to_all import attend, moments_to_stats, record_scores, with_squares
 from sparsegen.attention.blocking import block, unblock
+from sparsegen.nets.feature_stats import mean_variance_norm
 
 BLOCK_MODES = ("size", "count")
 DA_FORMS = ("dilated", "aggregated")

@@ -154,8 +154,8 @@ def figure_attention(runs_dir: Path, figures_dir: Path, layer: str = "relu4_1",
 
     runs_dir = Path(runs_dir)
     net, settings = _load_full(runs_dir, device)
-    size = int(settings["eval"]["size"])
     row = _pick(read_samples(runs_dir / "full"), pair, runs_dir / "full")
+    size = read_image(row["output"]).shape[0]  # the evaluation size the samples were made at
     content = load_rgb(row["content_path"], size)[None].to(device)
     style = load_rgb(row["style_path"], size)[None].to(device)
     with torch.inference_mode():
@@ -214,14 +214,14 @@ def figure_interpolation(runs_dir: Path, figures_dir: Path,
 
     Interpolation weight w mixes (1 - w) of the first style with w of the second."""
     runs_dir = Path(runs_dir)
-    net, settings = _load_full(runs_dir, device)
-    size = int(settings["eval"]["size"])
+    net, _ = _load_full(runs_dir, device)
     samples = read_samples(runs_dir / "full")
     styles_ids = sorted(samples["style_id"].unique())
     if len(styles_ids) < 2:
         raise ValueError(f"{runs_dir}/full/samples/samples.csv: Fig. 8 needs two styles")
     first = samples[samples["style_id"] == styles_ids[0]].iloc[0]
     second = samples[samples["style_id"] == styles_ids[1]].iloc[0]
+    size = read_image(first["output"]).shape[0]  # the evaluation size the samples were made at
     content = load_rgb(first["content_path"], size)[None].to(device)
     style_a = load_rgb(first["style_path"], size)[None].to(device)
     style_b = load_rgb(second["style_path"], size)[None].to(device)

@@ -18,27 +18,16 @@ import torch
 from sparsegen.metrics.inputs import aligned_pair
 from sparsegen.metrics.records import Measurement
 from sparsegen.metrics.registry import MetricContext, register
+from sparsegen.nets.feature_stats import EPS, mean_std, mean_variance_norm
 from sparsegen.nets.vgg import LAYERS, VGGEncoder
 
 CONTENT_LAYERS = ("relu4_1", "relu5_1")
-EPS = 1e-5
-
-
-def mean_std(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel spatial mean and sqrt(unbiased variance + 1e-5), each (B, C)."""
-    flat = f.flatten(2)
-    return flat.mean(dim=2), (flat.var(dim=2, unbiased=True) + EPS).sqrt()
-
-
-def _normalised(f: torch.Tensor) -> torch.Tensor:
-    mean, std = mean_std(f)
-    return (f - mean[..., None, None]) / std[..., None, None]
 
 
 def content_loss_per_image(fa: dict[str, torch.Tensor], fb: dict[str, torch.Tensor]
                            ) -> torch.Tensor:
     """Sum over relu4_1, relu5_1 of MSE between mean/std-normalised features, (B,)."""
-    return sum(((_normalised(fa[k]) - _normalised(fb[k])) ** 2).flatten(1).mean(1)
+    return sum(((mean_variance_norm(fa[k]) - mean_variance_norm(fb[k])) ** 2).flatten(1).mean(1)
                for k in CONTENT_LAYERS)
 
 
@@ -48,7 +37,7 @@ def style_loss_per_image(fa: dict[str, torch.Tensor], fb: dict[str, torch.Tensor
     total = 0
     for k in LAYERS:
         (ma, sa), (mb, sb) = mean_std(fa[k]), mean_std(fb[k])
-        total = total + ((ma - mb) ** 2).mean(1) + ((sa - sb) ** 2).mean(1)
+        total = total + ((ma - mb) ** 2).flatten(1).mean(1) + ((sa - sb) ** 2).flatten(1).mean(1)
     return total
 
 

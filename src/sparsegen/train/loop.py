@@ -34,6 +34,7 @@ class TrainTask(Protocol):
 
     modules: dict[str, torch.nn.Module]         # everything whose state is checkpointed
     optimizers: dict[str, torch.optim.Optimizer]
+    checkpoint_extra: dict[str, Any]            # provenance stored with every checkpoint
 
     def batch(self, step: int, generator: torch.Generator) -> Any:
         """The training batch of `step`, drawn only from `generator`.
@@ -158,7 +159,8 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations or stop_now:
             log.flush()
             checkpoint.save(ckpt_dir / LAST, step=done, modules=task.modules,
-                            optimizers=task.optimizers, settings=settings)
+                            optimizers=task.optimizers, settings=settings,
+                            extra=task.checkpoint_extra)
         if stop_now:
             bar.close()
             batches.close()
@@ -166,5 +168,5 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
     bar.close()
     log.flush()
     checkpoint.save(final_path, step=cfg.iterations, modules=task.modules, optimizers={},
-                    settings=settings)
+                    settings=settings, extra=task.checkpoint_extra)
     return True

@@ -12,15 +12,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sparsegen.attention.all_to_all import (
-    dense_attention,
-    dense_stats,
-    mean_std,
-    mean_variance_norm,
-    moments_to_stats,
-)
+from sparsegen.attention.all_to_all import dense_attention, dense_stats, moments_to_stats
 from sparsegen.attention.all_to_key import a2k_star, adaa2k_star
 from sparsegen.models.stya2k.transforms import a2k_spec
+from sparsegen.nets.feature_stats import mean_std, mean_variance_norm
 from sparsegen.nets.vgg import LAYERS
 
 DISTANCES = ("mse", "l2")

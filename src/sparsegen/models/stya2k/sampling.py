@@ -58,8 +58,8 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
                 out = net.stylize(content_image, style_images[s.id])[0]
                 write_image(out_dir / f"{name}.png", to_uint8(out.clamp(0, 1)))
                 rows.append({"id": name, "content_id": c.id, "style_id": s.id,
-                             "output": f"{name}.png", "content_path": str(c.path.resolve()),
-                             "style_path": str(s.path.resolve())})
+                             "output": f"{name}.png", "content_path": str(c.path),
+                             "style_path": str(s.path)})
                 bar.update()
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

@@ -37,6 +37,9 @@ class StyA2KTask:
         self.device = device
         self.net = build_network(settings).to(device)
         self.modules = checkpointed_modules(self.net)
+        # The encoder is rebuilt, not stored: record which weights it had (file hash or
+        # random-init) so a checkpoint is never decoded with a different encoder.
+        self.checkpoint_extra = {"encoder": self.net.encoder.fingerprint}
         params = [p for m in self.modules.values() for p in m.parameters()]
         t = settings["train"]
         self.optimizers = {"adam": torch.optim.Adam(params, lr=t["lr"], betas=tuple(t["betas"]))}
@@ -87,6 +90,12 @@ def load_model(checkpoint_path: str | Path, device: torch.device
     ckpt = checkpoint.load(checkpoint_path)
     settings = ckpt["settings"]
     net = build_network(settings)
+    trained_with = ckpt.get("extra", {}).get("encoder")
+    if trained_with is not None and trained_with != net.encoder.fingerprint:
+        raise ValueError(f"{checkpoint_path}: trained with encoder {trained_with}, but the "
+                         f"encoder now resolves to {net.encoder.fingerprint} (weights: "
+                         f"{settings['weights']!r}, folder {settings['paths']['weights']}); "
+                         "restore the weights file it was trained with or retrain")
     try:
         checkpoint.restore(ckpt, checkpointed_modules(net))
     except (ValueError, RuntimeError) as e:

@@ -8,13 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsegen.attention.all_to_all import (
-    AllToAllAttention,
-    dense_stats,
-    mean_std,
-    mean_variance_norm,
-)
+from sparsegen.attention.all_to_all import AllToAllAttention, dense_stats
 from sparsegen.attention.all_to_key import A2KSpec, AllToKeyAttention
+from sparsegen.nets.feature_stats import mean_std, mean_variance_norm
 
 TRANSFORMS = ("a2k", "all_to_all", "adain", "adaattn")
 

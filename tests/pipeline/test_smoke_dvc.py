@@ -1,0 +1,109 @@
+"""The smoke DAG end to end in a repository copy, and DVC <-> Snakemake coherence.
+
+The tests run in definition order on one repository copy: a direct `snakemake` run, then
+`sparsegen sync` (c), then a one-variant change reproduced by DVC (a), then a fresh clone
+restored with `dvc pull` (b)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparsegen.config import load_params
+from sparsegen.layout import Layout
+
+pytestmark = pytest.mark.pipeline
+
+NOTHING = "Nothing to be done"
+DVC_CLEAN = "Data and pipelines are up to date."
+
+
+@pytest.fixture(scope="module")
+def built(repo_copy: Path, sh) -> Path:
+    t0 = time.perf_counter()
+    sh(["snakemake", "--cores", "all"], repo_copy)
+    print(f"\nsmoke DAG (snakemake --cores all): {time.perf_counter() - t0:.0f} s")
+    return repo_copy
+
+
+def _layout(repo: Path) -> Layout:
+    return Layout(load_params(repo / "params.yaml"))
+
+
+def test_smoke_dag_writes_every_result(built: Path) -> None:
+    lay = _layout(built)
+    for table in lay.tables("stya2k"):
+        text = (built / table).read_text()
+        assert "smoke" in text
+        if table.endswith(".md"):
+            assert "Not comparable with the paper" in text
+    html = (built / lay.report).read_text()
+    assert "smoke" in html and "http://" not in html and "https://" not in html
+    for href in re.findall(r'href="([^"#]+)"', html):
+        assert (built / lay.results / href).exists(), href
+    for ext in ("ipynb", "html"):
+        assert (built / lay.notebook("stya2k", ext)).stat().st_size > 0
+    figures = {p.name for p in (built / lay.figures("stya2k")).glob("*.png")}
+    assert {"fig5_attention.png", "fig6_comparison.png", "fig7_ablation.png",
+            "fig8_interpolation_multistyle.png", "fig10_a2k_vs_all_to_all.png"} <= figures
+    for variant in lay.params["stya2k"]["variants"]:
+        records = json.loads((built / lay.run("stya2k", variant, "metrics.json")).read_text())
+        metrics = {r["metric"]: r for r in records["records"]}
+        assert set(metrics) == {"content_loss_stytr2", "style_loss_stytr2", "lpips_alex",
+                                "inference_time_s"}
+        for r in metrics.values():  # smoke numbers always say why they are not comparable
+            assert r["comparable"] is False
+            assert any("synthetic data" in reason for reason in r["non_comparable_reasons"])
+
+
+def test_sync_after_a_direct_run_leaves_dvc_clean(built: Path, sh) -> None:
+    """(c) direct `snakemake`, then `sparsegen sync`: `dvc status` is clean."""
+    assert DVC_CLEAN not in sh(["dvc", "status"], built).stdout
+    sh(["python", "-m", "sparsegen", "sync"], built)
+    assert DVC_CLEAN in sh(["dvc", "status"], built).stdout
+    assert NOTHING in sh(["snakemake", "-n"], built).stdout
+
+
+def test_one_variant_change_reruns_only_that_variant(built: Path, sh) -> None:
+    """(a) change one ablation's setting: only its stages (and what uses them) are stale, and
+    `dvc repro` reruns exactly those."""
+    lay = _layout(built)
+    params_file = built / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["stya2k"]["variants"]["wo_da"]["train"] = {"lr": 1.0e-4}
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    status = json.loads(sh(["dvc", "status", "--json"], built).stdout)
+    assert set(status) == {"train-stya2k-wo_da"}
+
+    others = {v: (built / lay.run("stya2k", v, "final.pt")).stat().st_mtime_ns
+              for v in lay.params["stya2k"]["variants"] if v != "wo_da"}
+    before = (built / lay.run("stya2k", "wo_da", "final.pt")).read_bytes()
+    out = sh(["dvc", "repro"], built).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"train-stya2k-wo_da", "evaluate-stya2k-wo_da", "tables-stya2k",
+                   "figures-stya2k", "report"}, out
+    assert (built / lay.run("stya2k", "wo_da", "final.pt")).read_bytes() != before
+    for v, mtime in others.items():
+        assert (built / lay.run("stya2k", v, "final.pt")).stat().st_mtime_ns == mtime, v
+    assert DVC_CLEAN in sh(["dvc", "status"], built).stdout
+    assert NOTHING in sh(["snakemake", "-n"], built).stdout
+
+
+def test_fresh_clone_after_pull_and_sync_has_nothing_to_do(built: Path, sh) -> None:
+    """(b) `dvc push`, fresh `git clone`, `dvc pull`, `sparsegen sync`: `snakemake -n` idle."""
+    sh(["dvc", "push"], built)
+    sh(["git", "add", "-A"], built)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], built)
+    clone = built.parent / "clone"
+    sh(["git", "clone", "-q", str(built), str(clone)], built.parent)
+    sh(["dvc", "pull"], clone)
+    assert DVC_CLEAN in sh(["dvc", "status"], clone).stdout
+    sh(["python", "-m", "sparsegen", "sync"], clone)
+    assert NOTHING in sh(["snakemake", "-n"], clone).stdout
+    assert DVC_CLEAN in sh(["dvc", "status"], clone).stdout
