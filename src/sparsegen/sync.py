@@ -103,21 +103,27 @@ def plan_sync(stages: Mapping[str, Mapping[str, list[str]]], changed: set[str],
 
 
 def sync(root: Path, dry_run: bool = False, cores: int = 1) -> int:
+    """Commit what Snakemake made, then touch what DVC restored (see module doc).
+
+    Committing can rewrite files from the DVC cache (new mtimes), so the touch pass is planned
+    after it, from fresh status."""
     stages = load_stages(root)
     outs = [o for st in stages.values() for o in st["outs"]]
-    changed = dvc_changed(root)
-    plans = snakemake_plans(root, outs)
-    existing = {o for o in outs if (root / o).exists()}
-    touch, commit = plan_sync(stages, changed, plans, existing)
-    if not touch and not commit:
-        print("in sync: nothing to touch, nothing to commit")
-        return 0
-    if touch:
-        print(f"snakemake --touch {len(touch)} output(s) that DVC restored")
-        if not dry_run:
-            _run(["snakemake", "--touch", "--cores", str(cores), *touch], root)
+
+    def plan() -> tuple[list[str], list[str]]:
+        existing = {o for o in outs if (root / o).exists()}
+        return plan_sync(stages, dvc_changed(root), snakemake_plans(root, outs), existing)
+
+    _, commit = plan()
     if commit:
         print(f"dvc commit {len(commit)} stage(s) that Snakemake produced: {', '.join(commit)}")
         if not dry_run:
             _run(["dvc", "commit", "--force", *commit], root)
+    touch, _ = plan()
+    if touch:
+        print(f"snakemake --touch {len(touch)} output(s) whose bytes DVC recorded")
+        if not dry_run:
+            _run(["snakemake", "--touch", "--cores", str(cores), *touch], root)
+    if not touch and not commit:
+        print("in sync: nothing to commit, nothing to touch")
     return 0

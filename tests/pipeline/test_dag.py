@@ -51,7 +51,8 @@ def test_lint_is_clean(repo_copy: Path, sh) -> None:
 def test_invalid_params_fail_before_any_job(repo_copy: Path, sh) -> None:
     proc = sh(["snakemake", "-n", "--config", "preset=fast"], repo_copy, check=False)
     assert proc.returncode != 0
-    assert "preset: 'fast' is not allowed; allowed values: 'smoke', 'paper'" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "preset: 'fast' is not allowed; allowed values: 'smoke', 'paper'" in out
     assert not (repo_copy / "logs").exists()
 
 

@@ -55,7 +55,7 @@ def test_cells_carry_paper_value_record_value_fingerprint_and_flag(tmp_path, wri
     # Table 4's 0.75 row is the full model.
     t4 = {r["row"]: r for r in read_csv(tmp_path / "tables" / "stya2k_table4.csv")
           if r["column"] == "lpips"}
-    assert float(t4["ratio_0.75"]["reproduced_value"]) == fakes.metric_value("full", "lpips_alex")
+    assert float(t4["ratio_075"]["reproduced_value"]) == fakes.metric_value("full", "lpips_alex")
 
     md2 = (tmp_path / "tables" / "stya2k_table2.md").read_text()
     assert "Not comparable" not in md2 and "†" not in md2 and "mixed" not in md2
