@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,15 @@ class StyA2KTask:
         t = settings["train"]
         self.optimizers = {"adam": torch.optim.Adam(params, lr=t["lr"], betas=tuple(t["betas"]))}
         self.loss = StyA2KLoss(settings["model"], settings["loss"])
-        _, self.content = dataset_split(settings, "content", "train")
-        _, self.style = dataset_split(settings, "style", "train")
+
+    # Datasets are read on first use, so the step itself can be benchmarked without data.
+    @cached_property
+    def content(self) -> list[Sample]:
+        return dataset_split(self.settings, "content", "train")[1]
+
+    @cached_property
+    def style(self) -> list[Sample]:
+        return dataset_split(self.settings, "style", "train")[1]
 
     def _load(self, samples: list[Sample], generator: torch.Generator) -> torch.Tensor:
         t = self.settings["train"]

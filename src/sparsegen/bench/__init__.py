@@ -1,0 +1,1 @@
+"""Efficiency benchmarks (time, memory, throughput) written to results/bench/ on a GPU."""
