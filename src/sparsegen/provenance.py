@@ -6,6 +6,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -43,7 +44,10 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 def git_commit(cwd: str | None = None) -> str:
     """HEAD commit of the repository, with a '-dirty' suffix when tracked files changed.
 
-    Returns 'unknown' outside a git checkout (e.g. an installed wheel)."""
+    SPARSEGEN_GIT_COMMIT overrides it (a copy of the tree without .git, e.g. on a cluster node
+    or a benchmark machine); outside a git checkout it is 'unknown'."""
+    if os.environ.get("SPARSEGEN_GIT_COMMIT"):
+        return os.environ["SPARSEGEN_GIT_COMMIT"]
     where = cwd or str(REPO_ROOT)
     try:
         sha = subprocess.run(
