@@ -15,12 +15,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_callable(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
-                  ) -> dict[str, Any]:
-    """Seconds per call of `fn` (mean, median, std over `repeats` after `warmup` calls).
+def time_callable(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
+                  grad: bool = False) -> dict[str, Any]:
+    """Seconds per call of `fn` (mean, median, std over `repeats` after `warmup` calls), under
+    `torch.inference_mode()` unless `grad` (training steps).
 
     On CUDA each call is bracketed by synchronisation so queued kernels are counted."""
-    with torch.inference_mode():
+    with torch.inference_mode(not grad):
         for _ in range(warmup):
             fn()
         synchronize(device)

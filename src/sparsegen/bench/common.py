@@ -29,14 +29,14 @@ def strict_fp32() -> Any:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
-            ) -> dict[str, Any]:
+def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
+            grad: bool = False) -> dict[str, Any]:
     """Seconds per call and peak memory; an out-of-memory error is a result, not a crash."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        timing = time_callable(fn, device, warmup, repeats)
+        timing = time_callable(fn, device, warmup, repeats, grad=grad)
     except torch.OutOfMemoryError:
         if device.type == "cuda":
             torch.cuda.empty_cache()

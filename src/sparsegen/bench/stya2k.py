@@ -91,11 +91,8 @@ def train_rows(device: torch.device) -> list[dict[str, Any]]:
         batch = {"content": torch.rand(TRAIN_BATCH, 3, TRAIN_CROP, TRAIN_CROP),
                  "style": torch.rand(TRAIN_BATCH, 3, TRAIN_CROP, TRAIN_CROP)}
 
-        def step(task: Any = task, batch: dict[str, torch.Tensor] = batch) -> None:
-            with torch.enable_grad():
-                task.train_step(0, batch)
-
-        result = measure(step, device, warmup=3, repeats=10)
+        result = measure(partial(task.train_step, 0, batch), device, warmup=3, repeats=10,
+                         grad=True)
         iterations = settings["train"]["iterations"]
         rows.append({"task": "train_step", "model": model, "variant": variant,
                      "attention": "sdpa" if model != "adain" else "none", "size": TRAIN_CROP,
