@@ -159,7 +159,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"sparsegen.bench.{args.paper}")
-    out = module.run(Path(args.out), sizes=args.sizes, device_name=args.device)
+    out = module.run(Path(args.out) if args.out else None, sizes=args.sizes,
+                     device_name=args.device)
     print(out)
     return 0
 
