@@ -31,7 +31,8 @@ def test_exponent_of_cost_against_pixels(t2: float, expected: float) -> None:
 
 def test_ratios_and_exponents_pair_the_right_rows() -> None:
     def row(model: str, size: int, t: float, status: str = "ok") -> dict:
-        return {"model": model, "attention": "sdpa", "size": size, "mean_s": t, "status": status}
+        return {"model": model, "attention": "sdpa", "size": size, "mean_s": t, "status": status,
+                "precision": "fp32"}
 
     rows = [row("a2k", 512, 0.01), row("a2k", 1024, 0.04), row("adaattn", 512, 0.02),
             row("adaattn", 1024, math.nan, "out of memory")]

@@ -1,4 +1,4 @@
-"""Shared benchmark mechanics: strict fp32, peak memory, out-of-memory as a result, CSV rows."""
+"""Shared benchmark mechanics: precision, peak memory, out-of-memory as a result, CSV rows."""
 
 from __future__ import annotations
 
@@ -16,13 +16,18 @@ from sparsegen.io import write_text
 from sparsegen.provenance import device_description, git_commit, library_versions
 from sparsegen.timing import time_callable
 
+# fp32 tensors either way; what differs is whether Ampere+ tensor cores may round to TF32.
+PRECISIONS = {
+    "fp32": (False, False),              # strict: no TF32 anywhere
+    "fp32-tf32conv": (False, True),      # PyTorch's defaults: TF32 convolutions, fp32 matmuls
+}
+
 
 @contextmanager
-def strict_fp32() -> Any:
-    """Full fp32 matmuls and convolutions (no TF32), restored afterwards."""
+def precision(name: str) -> Any:
+    """Set TF32 use for matmuls and cuDNN convolutions per PRECISIONS, restored afterwards."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = PRECISIONS[name]
     try:
         yield
     finally:
