@@ -290,7 +290,7 @@ def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
                                  f"(table {table.id}, column {cid!r})")
             reasons = list(rec.non_comparable_reasons)
             comparable = rec.comparable
-            if col.hardware_bound:
+            if col.hardware_bound and comparable:  # the record did not say so itself
                 comparable = False
                 reasons.append(f"{col.hardware_bound}; measured on {rec.device}")
             if not comparable and not reasons:
