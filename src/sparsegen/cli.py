@@ -37,10 +37,16 @@ def _paper_module(paper: str, module: str) -> Any:
         raise
 
 
-def _device(settings: dict[str, Any]) -> Any:
-    from sparsegen.train.seeding import resolve_device
+def _job(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """Common start of a compute step: thread count, seeds, determinism; (settings, device)."""
+    import torch
 
-    return resolve_device(settings["device"])
+    from sparsegen.train.seeding import resolve_device, seed_everything
+
+    s = args.settings
+    torch.set_num_threads(args.threads)
+    seed_everything(s["seed"], s["deterministic"])
+    return s, resolve_device(s["device"])
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -81,15 +87,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
     from sparsegen.train import loop, schedules
-    from sparsegen.train.seeding import seed_everything
 
-    s = args.settings
-    torch.set_num_threads(args.threads)
-    seed_everything(s["seed"], s["deterministic"])
-    task = _paper_module(s["paper"], "task").build_task(s, _device(s))
+    s, device = _job(args)
+    task = _paper_module(s["paper"], "task").build_task(s, device)
     t = s["train"]
     cfg = loop.LoopConfig(iterations=t["iterations"], checkpoint_every=t["checkpoint_every"],
                           log_every=t["log_every"], seed=s["seed"],
@@ -102,26 +103,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from sparsegen.train.seeding import seed_everything
-
-    s = args.settings
-    torch.set_num_threads(args.threads)
-    seed_everything(s["seed"], s["deterministic"])
-    _paper_module(s["paper"], "sampling").sample(s, Path(args.checkpoint), Path(args.out),
-                                                 _device(s))
+    s, device = _job(args)
+    _paper_module(s["paper"], "sampling").sample(s, Path(args.checkpoint), Path(args.out), device)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from sparsegen.metrics.records import write_records
 
-    s = args.settings
-    torch.set_num_threads(args.threads)
-    records = _paper_module(s["paper"], "evaluation").evaluate(s, Path(args.samples), _device(s))
+    s, device = _job(args)
+    records = _paper_module(s["paper"], "evaluation").evaluate(s, Path(args.samples), device)
     write_records(args.out, records)
     for r in records:
         flag = "" if r.comparable else "  [not comparable: " + "; ".join(

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sparsegen.metrics import MetricContext, get, perceptual
+from sparsegen.metrics.registry import import_needing_torchvision
 from sparsegen.provenance import sha256_file
 from sparsegen.weights import ResolvedWeights, WeightsError
 
@@ -14,7 +15,7 @@ _ALEX_CONVS = (0, 3, 6, 8, 10)
 
 def _reference_lpips(alex_state: dict | None) -> torch.nn.Module:
     """The lpips package itself: heads from its wheel, backbone copied slice by slice."""
-    lpips = perceptual.import_lpips()
+    lpips = import_needing_torchvision("lpips")
     torch.manual_seed(perceptual.RANDOM_SEED)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision: 'pretrained' is deprecated

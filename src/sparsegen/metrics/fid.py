@@ -23,7 +23,7 @@ from torch import nn
 
 from sparsegen.metrics.inputs import ImageSet
 from sparsegen.metrics.records import Measurement
-from sparsegen.metrics.registry import MetricContext, register
+from sparsegen.metrics.registry import MetricContext, import_needing_torchvision, register
 from sparsegen.weights import RANDOM_INIT, ResolvedWeights
 
 RANDOM_SEED = 0
@@ -94,16 +94,6 @@ def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> tuple[float, str]:
                   - 2 * trace_sqrt_low_rank(f1, f2)), SQRTM_LOW_RANK)
 
 
-def _import_cleanfid_inception() -> Any:
-    try:
-        from cleanfid import inception_pytorch
-    except RuntimeError as e:  # torchvision built for another torch fails at import
-        raise RuntimeError(f"clean-fid's Inception blocks need torchvision, which cannot be "
-                           f"imported in this environment ({e}); install a torchvision build "
-                           f"matching torch {torch.__version__}") from e
-    return inception_pytorch
-
-
 def _seeded_kaiming_(module: nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -129,7 +119,7 @@ class PytorchFIDInception(nn.Module):
 
     def __init__(self, weights: ResolvedWeights) -> None:
         super().__init__()
-        ip = _import_cleanfid_inception()
+        ip = import_needing_torchvision("cleanfid.inception_pytorch")
         from torchvision.models import inception_v3
 
         with torch.random.fork_rng(devices=[]):  # default init must not touch the global RNG

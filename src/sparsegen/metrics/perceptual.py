@@ -21,23 +21,12 @@ from torch import nn
 
 from sparsegen.metrics.inputs import aligned_pair
 from sparsegen.metrics.records import Measurement
-from sparsegen.metrics.registry import MetricContext, register
+from sparsegen.metrics.registry import MetricContext, import_needing_torchvision, register
 from sparsegen.provenance import sha256_file
 from sparsegen.weights import RANDOM_INIT, ResolvedWeights
 
 ALEX_HEADS_SHA256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
 RANDOM_SEED = 0
-
-
-def import_lpips() -> Any:
-    """The lpips module; a broken torchvision (imported by lpips) is reported as such."""
-    try:
-        import lpips
-    except RuntimeError as e:  # torchvision built for another torch fails at import
-        raise RuntimeError(f"the lpips package cannot be imported because torchvision is "
-                           f"broken in this environment ({e}); install a torchvision build "
-                           f"matching torch {torch.__version__}") from e
-    return lpips
 
 
 def alex_heads_path() -> Path:
@@ -70,7 +59,7 @@ def _load_backbone(net: nn.Module, path: Path) -> None:
 
 def build_lpips_alex(backbone: ResolvedWeights) -> nn.Module:
     """lpips.LPIPS(net='alex', version='0.1') with verified heads and the given backbone."""
-    lpips = import_lpips()
+    lpips = import_needing_torchvision("lpips")
     heads = alex_heads_path()
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")

@@ -67,6 +67,17 @@ class Metric:
         return record
 
 
+def import_needing_torchvision(module: str) -> Any:
+    """Import `module` (lpips, clean-fid), which imports torchvision; a torchvision built for
+    another torch fails at import, which is reported as such."""
+    try:
+        return importlib.import_module(module)
+    except RuntimeError as e:
+        raise RuntimeError(f"{module} cannot be imported because torchvision is broken in this "
+                           f"environment ({e}); install the torchvision build matching torch "
+                           f"{torch.__version__} (see constraints.txt)") from e
+
+
 _REGISTRY: dict[str, Metric] = {}
 
 
