@@ -151,3 +151,9 @@ def test_interpolation_ends_are_the_single_styles(model_runs, tmp_path):
         diff = np.abs(shown(axes[0, 1 + k]).astype(int) - only[k].astype(int))
         assert diff.max() <= 1
     assert axes[1, 3].images  # the multi-style output
+
+
+def test_attention_figure_picks_a_layer_with_several_blocks(model_runs, tmp_path):
+    """At 64² relu4_1 is one 8x8 block (PA step 1 would be trivial): relu3_1 is shown."""
+    fig = figs.figure_attention(model_runs, tmp_path)
+    assert "at relu3_1" in fig.axes[0].get_title()

@@ -139,7 +139,7 @@ def _image(t: torch.Tensor) -> np.ndarray:
     return to_uint8(t[0] if t.dim() == 4 else t)
 
 
-def figure_attention(runs_dir: Path, figures_dir: Path, layer: str = "relu4_1",
+def figure_attention(runs_dir: Path, figures_dir: Path, layer: str | None = None,
                      query: tuple[float, float] = (0.5, 0.5),
                      pair: tuple[str, str] | None = None, device: str = "cpu") -> Figure:
     """Fig. 5: where one content position attends in the style image.
@@ -148,6 +148,8 @@ def figure_attention(runs_dir: Path, figures_dir: Path, layer: str = "relu4_1",
     parameter-free attention on normalised VGG features at `layer` (the block size of that layer
     from the checkpoint's settings, one head): all-to-all before/after softmax, DA before/after
     softmax (Eq. 7), PA step-1 block scores and argmax (Eq. 8), PA step-2 softmax (Eq. 10).
+    `layer` None: relu4_1 if its map holds at least 2x2 blocks (the paper's 512² case), else
+    relu3_1 (small evaluation sizes, where relu4_1 is a single block).
     Beside the full model's output it shows the AdaAttN peer's sample of the same pair, when
     that variant was run."""
     from sparsegen.attention.all_to_key import A2KSpec, block_shape, inspect_query
@@ -158,12 +160,20 @@ def figure_attention(runs_dir: Path, figures_dir: Path, layer: str = "relu4_1",
     size = read_image(row["output"]).shape[0]  # the evaluation size the samples were made at
     content = load_rgb(row["content_path"], size)[None].to(device)
     style = load_rgb(row["style_path"], size)[None].to(device)
+    model = settings["model"]
+
+    def spec_of(name: str) -> A2KSpec:
+        return A2KSpec(block=int(model["block_sizes"][name]), block_mode=model["block_mode"],
+                       heads=1, layer=name)
+
+    if layer is None:
+        side = size // 8  # relu4_1
+        blocks = side // block_shape(spec_of("relu4_1"), (side, side), (side, side))[0]
+        layer = "relu4_1" if blocks >= 2 else "relu3_1"
+    spec = spec_of(layer)
     with torch.inference_mode():
         fc, fs = net.encode(content)[layer], net.encode(style)[layer]
         stylised = net.stylize(content, style)
-    model = settings["model"]
-    spec = A2KSpec(block=int(model["block_sizes"][layer]), block_mode=model["block_mode"],
-                   heads=1, layer=layer)
     block = block_shape(spec, tuple(fc.shape[-2:]), tuple(fs.shape[-2:]))[0]
     hq, wq = fc.shape[-2:]
     qy, qx = min(int(query[0] * hq), hq - 1), min(int(query[1] * wq), wq - 1)
