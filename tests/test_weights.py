@@ -100,3 +100,20 @@ def test_torchvision_vgg19_maps_onto_the_normalised_layout(tmp_path: Path) -> No
                "relu5_1": tv.features[:30]((x - mean) / std)}
     for layer, expected in ref.items():
         torch.testing.assert_close(ours[layer], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_jobs_see_a_weights_file_appear(tmp_path: Path, fake_spec: weights.WeightSpec) -> None:
+    """Under `weights: auto` a job's params name what each network loads, so a file that
+    appears later changes them (and Snakemake reruns the jobs that load it)."""
+    from sparsegen.config import load_params
+    from sparsegen.layout import Layout
+
+    params = load_params()
+    params["paths"] = {**params["paths"], "weights": str(tmp_path / "w")}
+    lay = Layout(params)
+    assert lay.weights_state("stya2k", "full", "train") == {
+        "vgg19_normalised": weights.RANDOM_INIT}
+    weights.fetch("vgg19_normalised", tmp_path / "w")
+    assert lay.weights_state("stya2k", "full", "train") == {"vgg19_normalised": fake_spec.sha256}
+    assert set(lay.weights_state("stya2k", "full", "evaluate")) == {"vgg19_normalised",
+                                                                   "alexnet_torchvision"}

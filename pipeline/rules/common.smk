@@ -34,12 +34,19 @@ def dataset_settings(wildcards):
     return as_json(config["datasets"][wildcards.dataset])
 
 
+def job_settings(wildcards, unit):
+    """The settings a job receives, plus which weights its networks load (file or random)."""
+    settings = sg.unit_settings(config, wildcards.paper, wildcards.variant, unit)
+    settings["weights_state"] = L.weights_state(wildcards.paper, wildcards.variant, unit)
+    return as_json(settings)
+
+
 def train_settings(wildcards):
-    return as_json(sg.unit_settings(config, wildcards.paper, wildcards.variant, "train"))
+    return job_settings(wildcards, "train")
 
 
 def evaluate_settings(wildcards):
-    return as_json(sg.unit_settings(config, wildcards.paper, wildcards.variant, "evaluate"))
+    return job_settings(wildcards, "evaluate")
 
 
 def raw_dir(wildcards):

@@ -94,6 +94,24 @@ class Layout:
         return {"checkpoint": self.run(paper, variant, "final.pt"),
                 **self.variant_data(paper, variant)}
 
+    def networks(self, paper: str, variant: str, unit: str) -> list[str]:
+        """Manifest names of the pretrained networks a unit loads."""
+        from sparsegen.config import resolve
+        from sparsegen.weights import EVALUATION_WEIGHTS
+
+        encoder = resolve(self.params, paper, variant, check=False)["model"]["encoder"]
+        return [encoder] if unit == "train" else [encoder, *EVALUATION_WEIGHTS[paper]]
+
+    def weights_state(self, paper: str, variant: str, unit: str) -> dict[str, str]:
+        """What each network of the unit will be loaded from: file sha256 or random-init.
+
+        Part of the job's Snakemake params, so that under `weights: auto` a weights file that
+        appears (or changes) makes the jobs that load it rerun."""
+        from sparsegen.weights import resolve
+
+        return {n: resolve(n, self.params["weights"], self.weights_root).sha256
+                for n in self.networks(paper, variant, unit)}
+
     def evaluate_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
         from sparsegen.weights import EVALUATION_WEIGHTS
 
