@@ -148,10 +148,6 @@ def load_params(path: str | Path = PARAMS_PATH, overrides: Mapping[str, Any] | N
     return validate_params(params, source=str(path))
 
 
-def variant_names(params: Mapping[str, Any], paper: str) -> list[str]:
-    return list(params[paper]["variants"])
-
-
 def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = True
             ) -> dict[str, Any]:
     """Settings of one (paper, variant) job under the active preset: base, preset, variant."""

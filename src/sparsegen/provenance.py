@@ -30,10 +30,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def stable_hash(obj: Any, length: int = 12) -> str:
     """Short sha256 of a JSON-serialisable object with sorted keys (config fingerprints)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

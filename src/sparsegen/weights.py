@@ -11,7 +11,6 @@ goes through `resolve`, which honours the `weights:` setting:
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,16 +226,6 @@ def fetch(name: str, dest_dir: str | Path, timeout: float = 60.0) -> Path:
         f"could not fetch weights {name!r} ({spec.description}).\n  "
         + "\n  ".join(errors) + f"\n{hint}"
     )
-
-
-def copy_into(name: str, source: str | Path, dest_dir: str | Path) -> Path:
-    """Install a file the user downloaded by hand: verify it, then copy it into place."""
-    spec = get_spec(name)
-    dest = Path(dest_dir) / spec.filename
-    verify(spec, Path(source))
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(source, tmp)
-    return dest
 
 
 # Networks each paper's evaluation loads; Snakemake and DVC make them inputs of the evaluate
