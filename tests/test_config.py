@@ -92,3 +92,35 @@ def test_units_receive_only_what_they_read(params: dict[str, Any]) -> None:
     assert "stya2k.smoke.train" in keys
     paper_keys = unit_param_keys({**params, "preset": "paper"}, "stya2k", "wo_da", "train")
     assert not any(".smoke" in k for k in paper_keys)
+
+
+def test_stylenat_smoke_applies_after_the_variant(params: dict[str, Any]) -> None:
+    """The smoke block shrinks every variant alike; its `variants` entry swaps in stand-ins."""
+    church = resolve(params, "stylenat", "church_p8")
+    assert church["model"]["partitions"] == 8 and church["model"]["min_heads"] == 8  # variant
+    assert church["model"]["resolution"] == params["stylenat"]["smoke"]["model"]["resolution"]
+    assert church["datasets"]["images"]["name"] == "smoke_church"
+    big = resolve(params, "stylenat", "ffhq1024")
+    assert big["model"]["resolution"] == 64 and big["datasets"]["images"]["name"] == "smoke_faces64"
+    assert big["train"]["batch_size"] == params["stylenat"]["smoke"]["train"]["batch_size"]
+    paper = resolve({**params, "preset": "paper"}, "stylenat", "ffhq1024")
+    assert paper["model"]["resolution"] == 1024 and paper["train"]["batch_size"] == 4
+    assert paper["datasets"]["images"]["name"] == "ffhq1024"
+    keys = unit_param_keys(params, "stylenat", "ffhq1024", "train")
+    assert {"stylenat.smoke.model", "stylenat.smoke.variants.ffhq1024.model",
+            "stylenat.smoke.variants.ffhq1024.data", "stylenat.variants.ffhq1024"} <= set(keys)
+    assert not any("variants.church" in k for k in keys)
+
+
+def test_stylenat_smoke_may_not_change_the_method(params: dict[str, Any]) -> None:
+    msg = _invalid(params, lambda p: p["stylenat"]["smoke"]["model"].update(attention="swin"))
+    assert "stylenat.smoke.model: unknown key(s) 'attention'" in msg
+
+
+def test_stylenat_impossible_partitions_name_the_key(params: dict[str, Any]) -> None:
+    def edit(p: dict[str, Any]) -> None:  # at 256 px, 128 channels / 32 = 4 heads < 8 partitions
+        p["preset"] = "paper"
+        p["stylenat"]["variants"]["church_p8"]["model"]["min_heads"] = 4
+
+    msg = _invalid(params, edit)
+    assert "model.partitions" in msg and "church_p8" in msg

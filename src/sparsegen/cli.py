@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", required=True)
 
     sp = step("bench", cmd_bench, "GPU efficiency benchmark of a paper's model")
-    sp.add_argument("paper", choices=("stya2k",))
+    sp.add_argument("paper", choices=("stya2k", "stylenat"))
     sp.add_argument("--out", default=None)
     sp.add_argument("--sizes", type=int, nargs="+", default=None)
     sp.add_argument("--device", default="cuda")

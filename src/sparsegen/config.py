@@ -1,7 +1,9 @@
 """params.yaml: load, validate against the schema, and resolve one job's settings.
 
-A job's settings are the paper's base block, then the preset's overrides (the `smoke:` block when
-`preset: smoke`), then the variant's overrides, plus the global keys and the datasets it reads.
+A job's settings are the paper's base block, then the variant's overrides, then the preset's
+overrides (the `smoke:` block when `preset: smoke`, then its `variants.<variant>` entry, if any),
+plus the global keys and the datasets it reads. The smoke block only changes data, sizes and
+lengths, so applying it last shrinks every variant the same way.
 Snakemake passes these resolved settings to `python -m sparsegen <step>` through `params:`.
 """
 
@@ -20,7 +22,7 @@ from sparsegen.provenance import REPO_ROOT
 SCHEMA_PATH = REPO_ROOT / "pipeline" / "schemas" / "params.schema.yaml"
 PARAMS_PATH = REPO_ROOT / "params.yaml"
 GLOBAL_KEYS = ("preset", "weights", "device", "seed", "deterministic", "paths")
-PAPERS = ("stya2k",)
+PAPERS = ("stya2k", "stylenat")
 # Downsampling factor of each VGG layer relative to the image.
 VGG_STRIDE = {"relu1_1": 1, "relu2_1": 2, "relu3_1": 4, "relu4_1": 8, "relu5_1": 16}
 
@@ -121,6 +123,18 @@ def _settings_problems(params: Mapping[str, Any], s: Mapping[str, Any]) -> list[
     if t["decay_start"] > t["iterations"]:
         problems.append(f"train.decay_start {t['decay_start']} exceeds train.iterations "
                         f"{t['iterations']}")
+    return problems + PAPER_PROBLEMS[s["paper"]](s)
+
+
+def _stylenat_problems(s: Mapping[str, Any]) -> list[str]:
+    from sparsegen.models.stylenat.architecture import problems
+
+    return problems(s["model"])
+
+
+def _stya2k_problems(s: Mapping[str, Any]) -> list[str]:
+    problems = []
+    t = s["train"]
     if t["crop_size"] > t["load_size"]:
         problems.append(f"train.crop_size {t['crop_size']} exceeds train.load_size "
                         f"{t['load_size']}")
@@ -135,6 +149,9 @@ def _settings_problems(params: Mapping[str, Any], s: Mapping[str, Any]) -> list[
                     f"divisible by model.block_sizes.{layer} = {block} ({unit}); use a multiple "
                     f"of {multiple}")
     return problems
+
+
+PAPER_PROBLEMS = {"stya2k": _stya2k_problems, "stylenat": _stylenat_problems}
 
 
 def load_params(path: str | Path = PARAMS_PATH, overrides: Mapping[str, Any] | None = None
@@ -159,9 +176,11 @@ def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = T
         raise ParamsError(f"{paper}.variants: no variant {variant!r} (defined: "
                           f"{', '.join(block['variants'])})")
     base = {k: v for k, v in block.items() if k not in ("variants", "smoke")}
-    if params["preset"] == "smoke":
-        base = deep_merge(base, block.get("smoke", {}))
     settings = deep_merge(base, block["variants"][variant])
+    if params["preset"] == "smoke":
+        smoke = block.get("smoke", {})
+        settings = deep_merge(settings, {k: v for k, v in smoke.items() if k != "variants"})
+        settings = deep_merge(settings, smoke.get("variants", {}).get(variant, {}))
     settings.update({k: copy.deepcopy(params[k]) for k in GLOBAL_KEYS})
     settings.update(paper=paper, variant=variant)
     if check:
@@ -203,6 +222,9 @@ def unit_param_keys(params: Mapping[str, Any], paper: str, variant: str, unit: s
     if params["preset"] == "smoke":
         smoke = params[paper].get("smoke", {})
         keys += [f"{paper}.smoke.{section}" for section in UNIT_SECTIONS[unit] if section in smoke]
+        own = smoke.get("variants", {}).get(variant, {})
+        keys += [f"{paper}.smoke.variants.{variant}.{section}" for section in UNIT_SECTIONS[unit]
+                 if section in own]
     return keys
 
 

@@ -95,10 +95,11 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             metrics = lay.run(paper, variant, "metrics.json")
             out[f"evaluate-{paper}-{variant}"] = {
                 "cmd": _cmd(preset, [metrics]),
-                "deps": [*flatten(lay.sample_inputs(paper, variant)),
-                         *flatten({k: v for k, v in lay.evaluate_inputs(paper, variant).items()
-                                   if k != "samples"}),
-                         *_code("evaluate", paper)],
+                "deps": list(dict.fromkeys([
+                    *flatten(lay.sample_inputs(paper, variant)),
+                    *flatten({k: v for k, v in lay.evaluate_inputs(paper, variant).items()
+                              if k != "samples"}),
+                    *_code("evaluate", paper)])),
                 "params": unit_param_keys(params, paper, variant, "evaluate"),
                 "outs": [samples, metrics],
             }

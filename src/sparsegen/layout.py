@@ -85,10 +85,8 @@ class Layout:
         return {role: self.prepared(name) for role, name in data.items()}
 
     def train_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
-        from sparsegen.config import resolve
-
-        encoder = resolve(self.params, paper, variant, check=False)["model"]["encoder"]
-        return {**self.variant_data(paper, variant), "weights": self.pretrained([encoder])}
+        return {**self.variant_data(paper, variant),
+                "weights": self.pretrained(self.networks(paper, variant, "train"))}
 
     def sample_inputs(self, paper: str, variant: str) -> dict[str, str]:
         return {"checkpoint": self.run(paper, variant, "final.pt"),
@@ -97,10 +95,10 @@ class Layout:
     def networks(self, paper: str, variant: str, unit: str) -> list[str]:
         """Manifest names of the pretrained networks a unit loads."""
         from sparsegen.config import resolve
-        from sparsegen.weights import EVALUATION_WEIGHTS
+        from sparsegen.weights import EVALUATION_WEIGHTS, training_weights
 
-        encoder = resolve(self.params, paper, variant, check=False)["model"]["encoder"]
-        return [encoder] if unit == "train" else [encoder, *EVALUATION_WEIGHTS[paper]]
+        trained = training_weights(paper, resolve(self.params, paper, variant, check=False))
+        return trained if unit == "train" else [*trained, *EVALUATION_WEIGHTS[paper]]
 
     def weights_state(self, paper: str, variant: str, unit: str) -> dict[str, str]:
         """What each network of the unit will be loaded from: file sha256 or random-init.
@@ -116,6 +114,7 @@ class Layout:
         from sparsegen.weights import EVALUATION_WEIGHTS
 
         return {"samples": self.run(paper, variant, "samples"),
+                **self.variant_data(paper, variant),  # StyleNAT's FID reads the real set
                 "claims": self.claims(paper),  # the paper protocol comparability is judged by
                 "weights": self.pretrained(EVALUATION_WEIGHTS[paper])}
 

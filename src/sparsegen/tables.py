@@ -3,6 +3,12 @@
 `pipeline/claims/<paper>.yaml` holds every printed cell (schema in its header comment). Each table
 is written as markdown (for readers) and long-format CSV (one row per cell) showing the paper
 value, the reproduced value, the record's fingerprint and whether it is comparable.
+
+Besides measured columns (a metric record per row's variant) a table may hold difference
+columns (this row's value minus the previous row's, as ablation tables print them) and setting
+columns (a configuration printed beside the numbers, e.g. a variant's head count). A cell may
+name its own variant (one row whose columns come from two runs, e.g. a model at two
+resolutions) or why it is not reproduced; a printed "-" is a null paper value.
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from sparsegen.io import write_text
-from sparsegen.provenance import REPO_ROOT
+from sparsegen.provenance import REPO_ROOT, stable_hash
 
 if TYPE_CHECKING:
     from sparsegen.metrics.records import ResultRecord
 
 LAYOUTS = ("rows_are_entries", "columns_are_entries")
-PROTOCOL_KEYS = ("n_content", "n_style", "n_outputs", "size")
+# Integer keys of each kind of evaluation protocol; a table's protocol has those of one kind.
+PROTOCOL_KINDS = {
+    "stylisation": ("n_content", "n_style", "n_outputs", "size"),
+    "generation": ("n_samples", "n_real", "inception_size"),
+}
 CSV_FIELDS = (
     "table", "row", "row_label", "variant", "column", "column_label", "metric",
     "higher_is_better", "paper_value", "paper_mark", "reproduced_value", "n_samples",
@@ -49,12 +59,23 @@ class Column:
     hardware_bound: str | None
     bold: tuple[str, ...]
     underline: tuple[str, ...]
+    difference_of: str | None = None   # this row's value of that column minus the previous row's
+    setting: str | None = None         # a configuration key of the row's variant, not measured
 
 
 @dataclass(frozen=True)
 class Row:
     id: str
     label: str
+    variant: str | None
+    not_reproduced: str | None
+    group: str | None = None           # the paper's row group (e.g. "Convolutions")
+
+
+@dataclass(frozen=True)
+class CellSource:
+    """Where one cell's reproduced value comes from when it is not its row's variant."""
+
     variant: str | None
     not_reproduced: str | None
 
@@ -67,7 +88,8 @@ class Table:
     protocol: dict[str, Any]
     columns: dict[str, Column]
     rows: dict[str, Row]
-    cells: dict[str, dict[str, float]]
+    cells: dict[str, dict[str, float | None]]      # printed values; None for a printed "-"
+    sources: dict[str, dict[str, CellSource]]      # per-cell variant overrides
 
 
 @dataclass(frozen=True)
@@ -83,7 +105,7 @@ class Claims:
 class Cell:
     """One table cell: the printed value and, where reproduced, the record that reproduces it."""
 
-    paper: float
+    paper: float | None            # None: printed as "-"
     mark: str                      # "best", "second" or "" as printed
     value: float | None = None
     n_samples: int | None = None
@@ -91,6 +113,12 @@ class Cell:
     comparable: bool | None = None
     reasons: tuple[str, ...] = ()
     not_reproduced: str | None = None
+    variant: str | None = None     # the run that produced `value`
+    setting: str | None = None     # a setting column's configuration key
+
+    @property
+    def reproduced(self) -> bool:
+        return self.not_reproduced is None and self.setting is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,13 +163,15 @@ class _Checker:
 def _column(c: _Checker, cid: str, obj: Any, key: str, row_ids: set[str]) -> Column:
     obj = c.mapping(obj, key)
     c.only(obj, key, {"label", "metric", "higher_is_better", "decimals", "protocol",
-                      "not_reproduced", "hardware_bound", "bold", "underline"})
+                      "not_reproduced", "hardware_bound", "bold", "underline", "difference_of",
+                      "setting"})
     if "metric" not in obj:
         raise c.fail(f"{key}.metric", "required key is missing (null when not reproducible)")
-    metric = c.get(obj, "metric", key, str, optional=True)
-    not_reproduced = c.get(obj, "not_reproduced", key, str, optional=True)
-    if (metric is None) == (not_reproduced is None):
-        raise c.fail(key, "give exactly one of `metric` and `not_reproduced`")
+    kinds = {name: c.get(obj, name, key, str, optional=True)
+             for name in ("metric", "not_reproduced", "difference_of", "setting")}
+    if sum(v is not None for v in kinds.values()) != 1:
+        raise c.fail(key, "give exactly one of `metric`, `not_reproduced`, `difference_of` "
+                          "and `setting`")
     decimals = c.get(obj, "decimals", key, int)
     if not 0 <= decimals <= 8:
         raise c.fail(f"{key}.decimals", f"must be 0..8, got {decimals}")
@@ -153,17 +183,18 @@ def _column(c: _Checker, cid: str, obj: Any, key: str, row_ids: set[str]) -> Col
             raise c.fail(f"{key}.{name}", f"unknown row id(s) {unknown}")
         marks[name] = tuple(map(str, ids))
     return Column(
-        id=cid, label=c.get(obj, "label", key, str), metric=metric,
+        id=cid, label=c.get(obj, "label", key, str), metric=kinds["metric"],
         higher_is_better=c.get(obj, "higher_is_better", key, bool), decimals=decimals,
-        protocol=c.get(obj, "protocol", key, str), not_reproduced=not_reproduced,
+        protocol=c.get(obj, "protocol", key, str), not_reproduced=kinds["not_reproduced"],
         hardware_bound=c.get(obj, "hardware_bound", key, str, optional=True),
         bold=marks["bold"], underline=marks["underline"],
+        difference_of=kinds["difference_of"], setting=kinds["setting"],
     )
 
 
 def _row(c: _Checker, rid: str, obj: Any, key: str) -> Row:
     obj = c.mapping(obj, key)
-    c.only(obj, key, {"label", "variant", "not_reproduced"})
+    c.only(obj, key, {"label", "variant", "not_reproduced", "group"})
     if "variant" not in obj:
         raise c.fail(f"{key}.variant", "required key is missing (null when not reproduced)")
     variant = c.get(obj, "variant", key, str, optional=True)
@@ -171,7 +202,47 @@ def _row(c: _Checker, rid: str, obj: Any, key: str) -> Row:
     if (variant is None) == (not_reproduced is None):
         raise c.fail(key, "give exactly one of `variant` and `not_reproduced`")
     return Row(id=rid, label=c.get(obj, "label", key, str), variant=variant,
-               not_reproduced=not_reproduced)
+               not_reproduced=not_reproduced,
+               group=c.get(obj, "group", key, str, optional=True))
+
+
+def _protocol(c: _Checker, obj: Any, key: str) -> dict[str, Any]:
+    protocol = c.mapping(obj, key)
+    kinds = [kind for kind, names in PROTOCOL_KINDS.items() if any(n in protocol for n in names)]
+    if len(kinds) != 1:
+        raise c.fail(key, "give the keys of exactly one protocol kind: " + "; ".join(
+            f"{kind}: {', '.join(names)}" for kind, names in PROTOCOL_KINDS.items()))
+    for name in PROTOCOL_KINDS[kinds[0]]:
+        c.get(protocol, name, key, int)
+    if kinds[0] == "stylisation" and \
+            protocol["n_content"] * protocol["n_style"] != protocol["n_outputs"]:
+        raise c.fail(key, "n_outputs must equal n_content x n_style")
+    return dict(protocol)
+
+
+def _cell(c: _Checker, obj: Any, key: str, col: Column
+          ) -> tuple[float | None, CellSource | None]:
+    """A printed value (a number, or null for "-"), or {value, variant | not_reproduced}."""
+    source = None
+    if isinstance(obj, dict):
+        c.only(obj, key, {"value", "variant", "not_reproduced"})
+        if "value" not in obj:
+            raise c.fail(f"{key}.value", "required key is missing (null for a printed '-')")
+        variant = c.get(obj, "variant", key, str, optional=True)
+        not_reproduced = c.get(obj, "not_reproduced", key, str, optional=True)
+        if (variant is None) == (not_reproduced is None):
+            raise c.fail(key, "give exactly one of `variant` and `not_reproduced`")
+        if col.metric is None:
+            raise c.fail(key, "only cells of a measured (`metric`) column name their own source")
+        source = CellSource(variant, not_reproduced)
+        obj = obj["value"]
+    if obj is None:
+        return None, source
+    if isinstance(obj, bool) or not isinstance(obj, int | float):
+        raise c.fail(key, f"expected a number, null (printed '-') or a mapping, got {obj!r}")
+    if not math.isfinite(obj) or round(obj, col.decimals) != obj:
+        raise c.fail(key, f"{obj!r} has more than the column's {col.decimals} printed decimals")
+    return float(obj), source
 
 
 def _table(c: _Checker, tid: str, obj: Any) -> Table:
@@ -183,34 +254,37 @@ def _table(c: _Checker, tid: str, obj: Any) -> Table:
     layout = c.get(obj, "layout", key, str)
     if layout not in LAYOUTS:
         raise c.fail(f"{key}.layout", f"{layout!r} is not one of {list(LAYOUTS)}")
-    protocol = c.mapping(c.get(obj, "protocol", key, dict), f"{key}.protocol")
-    for name in PROTOCOL_KEYS:
-        c.get(protocol, name, f"{key}.protocol", int)
-    if protocol["n_content"] * protocol["n_style"] != protocol["n_outputs"]:
-        raise c.fail(f"{key}.protocol", "n_outputs must equal n_content x n_style")
+    protocol = _protocol(c, c.get(obj, "protocol", key, dict), f"{key}.protocol")
     rows = {str(rid): _row(c, str(rid), r, f"{key}.rows.{rid}")
             for rid, r in c.mapping(c.get(obj, "rows", key, dict), f"{key}.rows").items()}
     columns = {str(cid): _column(c, str(cid), col, f"{key}.columns.{cid}", set(rows))
                for cid, col in c.mapping(c.get(obj, "columns", key, dict),
                                          f"{key}.columns").items()}
+    for cid, col in columns.items():
+        of = col.difference_of
+        if of is not None and (of not in columns or columns[of].metric is None):
+            raise c.fail(f"{key}.columns.{cid}.difference_of",
+                         f"{of!r} is not a measured (`metric`) column of this table")
     raw_cells = c.mapping(c.get(obj, "cells", key, dict), f"{key}.cells")
     c.only(raw_cells, f"{key}.cells", set(rows))
-    cells: dict[str, dict[str, float]] = {}
+    cells: dict[str, dict[str, float | None]] = {}
+    sources: dict[str, dict[str, CellSource]] = {}
     for rid in rows:
         rkey = f"{key}.cells.{rid}"
         if rid not in raw_cells:
             raise c.fail(rkey, "row has no cells")
         row_cells = c.mapping(raw_cells[rid], rkey)
         c.only(row_cells, rkey, set(columns))
-        cells[rid] = {}
+        cells[rid], sources[rid] = {}, {}
         for cid, col in columns.items():
-            value = c.get(row_cells, cid, rkey, (int, float))
-            if round(value, col.decimals) != value or not math.isfinite(value):
-                raise c.fail(f"{rkey}.{cid}", f"{value!r} has more than the column's "
-                                              f"{col.decimals} printed decimals")
-            cells[rid][cid] = float(value)
+            if cid not in row_cells:
+                raise c.fail(f"{rkey}.{cid}", "required key is missing (null for a printed '-')")
+            value, source = _cell(c, row_cells[cid], f"{rkey}.{cid}", col)
+            cells[rid][cid] = value
+            if source is not None:
+                sources[rid][cid] = source
     return Table(id=tid, caption=c.get(obj, "caption", key, str), layout=layout,
-                 protocol=dict(protocol), columns=columns, rows=rows, cells=cells)
+                 protocol=protocol, columns=columns, rows=rows, cells=cells, sources=sources)
 
 
 def table_ids(claims_path: str | Path) -> list[str]:
@@ -269,25 +343,37 @@ def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
                   ) -> dict[str, dict[str, Cell]]:
     """Pair each printed cell with the record reproducing it (runs_dir/<variant>/metrics.json)."""
     records: dict[str, dict[str, ResultRecord]] = {}
+
+    def records_of(variant: str) -> dict[str, ResultRecord]:
+        if variant not in records:
+            records[variant] = records_by_metric(runs_dir / variant / "metrics.json",
+                                                 paper=claims.paper, variant=variant,
+                                                 preset=preset)
+        return records[variant]
+
     out: dict[str, dict[str, Cell]] = {}
     for rid, row in table.rows.items():
-        if row.variant is not None and row.variant not in records:
-            records[row.variant] = records_by_metric(runs_dir / row.variant / "metrics.json",
-                                                     paper=claims.paper, variant=row.variant,
-                                                     preset=preset)
+        if row.variant is not None:
+            records_of(row.variant)
         out[rid] = {}
         for cid, col in table.columns.items():
+            if col.difference_of is not None:
+                continue  # filled below, from the cells it differs
             paper = table.cells[rid][cid]
             mark = "best" if rid in col.bold else "second" if rid in col.underline else ""
-            why_not = col.not_reproduced or row.not_reproduced
+            if col.setting is not None:
+                out[rid][cid] = Cell(paper=paper, mark=mark, setting=col.setting)
+                continue
+            source = table.sources[rid].get(cid, CellSource(row.variant, row.not_reproduced))
+            why_not = col.not_reproduced or source.not_reproduced
             if why_not is not None:
                 out[rid][cid] = Cell(paper=paper, mark=mark, not_reproduced=why_not)
                 continue
-            metrics_file = runs_dir / row.variant / "metrics.json"
-            rec = records[row.variant].get(col.metric)
+            variant = source.variant
+            rec = records_of(variant).get(col.metric)
             if rec is None:
-                raise ValueError(f"{metrics_file}: no record for metric {col.metric!r} "
-                                 f"(table {table.id}, column {cid!r})")
+                raise ValueError(f"{runs_dir / variant / 'metrics.json'}: no record for metric "
+                                 f"{col.metric!r} (table {table.id}, column {cid!r})")
             reasons = list(rec.non_comparable_reasons)
             comparable = rec.comparable
             if col.hardware_bound and comparable:  # the record did not say so itself
@@ -298,9 +384,44 @@ def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
             out[rid][cid] = Cell(
                 paper=paper, mark=mark, value=rec.value, n_samples=rec.n_samples,
                 fingerprint=rec.fingerprint, comparable=comparable,
-                reasons=tuple(dict.fromkeys(reasons)),
+                reasons=tuple(dict.fromkeys(reasons)), variant=variant,
             )
-    return out
+    for cid, col in table.columns.items():
+        if col.difference_of is not None:
+            _fill_differences(table, cid, col, out)
+    return {rid: {cid: cells[cid] for cid in table.columns} for rid, cells in out.items()}
+
+
+def _fill_differences(table: Table, cid: str, col: Column,
+                      out: dict[str, dict[str, Cell]]) -> None:
+    """Column `cid` = this row's value of `col.difference_of` minus the previous row's."""
+    of = table.columns[col.difference_of]
+    previous = None
+    for rid in table.rows:
+        paper = table.cells[rid][cid]
+        mark = "best" if rid in col.bold else "second" if rid in col.underline else ""
+        here = out[rid][col.difference_of]
+        if previous is None:
+            out[rid][cid] = Cell(paper=paper, mark=mark,
+                                 not_reproduced="the first row has no previous row")
+        elif not (here.reproduced and out[previous][col.difference_of].reproduced):
+            out[rid][cid] = Cell(paper=paper, mark=mark, not_reproduced=(
+                f"needs reproduced {of.label} in this and the previous row"))
+        else:
+            before = out[previous][col.difference_of]
+            reasons = list(dict.fromkeys(before.reasons + here.reasons))
+            fingerprint = here.fingerprint
+            if before.fingerprint != here.fingerprint:
+                reasons.append(f"difference of {of.label} values measured under different "
+                               f"protocols ({before.fingerprint}, {here.fingerprint})")
+                fingerprint = stable_hash([before.fingerprint, here.fingerprint])
+            out[rid][cid] = Cell(
+                paper=paper, mark=mark, value=here.value - before.value,
+                n_samples=here.n_samples, fingerprint=fingerprint,
+                comparable=bool(here.comparable and before.comparable
+                                and before.fingerprint == here.fingerprint),
+                reasons=tuple(reasons), variant=here.variant)
+        previous = rid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +455,8 @@ def _legend(table: Table, cells: dict[str, dict[str, Cell]]) -> _Legend:
         keys = []
         for rid in table.rows:
             cell = cells[rid][cid]
+            if cell.setting is not None:
+                continue
             if cell.not_reproduced is not None:
                 not_rep.setdefault(cell.not_reproduced, f"n{len(not_rep) + 1}")
                 continue
@@ -351,23 +474,55 @@ def _fmt(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
 
 
+def _paper_text(cell: Cell, col: Column) -> str:
+    if cell.paper is None:
+        return "-"
+    sign = "+" if col.difference_of is not None and cell.paper > 0 else ""
+    return sign + _fmt(cell.paper, col.decimals)
+
+
 def _paper_md(cell: Cell, col: Column) -> str:
-    text = _fmt(cell.paper, col.decimals)
+    text = _paper_text(cell, col)
     return {"best": f"**{text}**", "second": f"<u>{text}</u>"}.get(cell.mark, text)
 
 
-def _reproduced_md(cell: Cell, col: Column, legend: _Legend) -> str:
+def _reproduced_md(cell: Cell, col: Column, row: Row, legend: _Legend) -> str:
     if cell.not_reproduced is not None:
         return f"— ({legend.not_reproduced[cell.not_reproduced]})"
-    text = f"{_fmt(cell.value, col.decimals + 2)}<sup>{legend.groups[cell.fingerprint]}</sup>"
+    sign = "+" if col.difference_of is not None and cell.value > 0 else ""
+    text = (f"{sign}{_fmt(cell.value, col.decimals + 2)}"
+            f"<sup>{legend.groups[cell.fingerprint]}</sup>")
+    if cell.variant != row.variant and col.difference_of is None:
+        text += f" (`{cell.variant}`)"
     return text if cell.comparable else f"{text}†"
+
+
+def _protocol_md(p: dict[str, Any]) -> str:
+    if "n_content" in p:
+        text = (f"{p['n_content']} content x {p['n_style']} style = {p['n_outputs']} outputs at "
+                f"{p['size']}x{p['size']}.")
+    else:
+        side = p["inception_size"]
+        text = (f"FID between {p['n_samples']} generated and {p['n_real']} real images, "
+                f"Inception input {side}x{side}.")
+    return f"Paper protocol: {text} {p.get('notes', '')}".rstrip()
+
+
+def _column_md(col: Column) -> str:
+    if col.difference_of is not None:
+        what = f"difference: this row's {col.difference_of} minus the previous row's"
+    elif col.setting is not None:
+        what = f"setting `{col.setting}` of the row's variant"
+    else:
+        what = f"`{col.metric or 'not reproducible'}`"
+    return f"- {col.label}: {what}; {col.protocol}"
 
 
 def render_markdown(claims: Claims, table: Table, cells: dict[str, dict[str, Cell]],
                     preset: str, commit: str, claims_display: str) -> str:
     legend = _legend(table, cells)
     entry = "Method" if table.layout == "columns_are_entries" else "Model"
-    p = table.protocol
+    grouped = any(row.group for row in table.rows.values())
     lines = [f"# {claims.title}: {table.caption}", ""]
     if legend.reasons:
         lines += ["> **Not comparable with the paper** (values marked †): "
@@ -375,34 +530,39 @@ def render_markdown(claims: Claims, table: Table, cells: dict[str, dict[str, Cel
     lines += [
         f"Preset `{preset}` · commit `{commit}` · claims `{claims_display}` · "
         f"paper: {claims.citation}.", "",
-        f"Paper protocol: {p['n_content']} content x {p['n_style']} style = {p['n_outputs']} "
-        f"outputs at {p['size']}x{p['size']}. {p.get('notes', '')}".rstrip(), "",
+        _protocol_md(table.protocol), "",
         "Paper values as printed (**bold** best, <u>underlined</u> second best). Reproduced values "
         "carry their record's fingerprint group as a superscript.", "",
     ]
     if table.layout == "columns_are_entries":
         lines += ["The paper prints this table transposed (methods as columns).", ""]
-    header = [entry, "Variant"]
+    left = ["Group"] * grouped + [entry, "Variant"]
+    header = list(left)
     for cid, col in table.columns.items():
         if col.not_reproduced is not None:
             header.append(f"{col.label} (paper; not reproducible, "
                           f"{legend.not_reproduced[col.not_reproduced]})")
             continue
+        if col.setting is not None:
+            header.append(f"{col.label} (paper; setting `{col.setting}`)")
+            continue
         flag = " ⚠ mixed fingerprints" if cid in legend.mixed else ""
         header += [f"{col.label} (paper)", f"{col.label} (reproduced){flag}"]
     header.append("Comparable")
     lines += ["| " + " | ".join(header) + " |",
-              "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
+              "|" + "|".join(["---"] * len(left) + ["---:"] * (len(header) - len(left) - 1)
+                             + ["---"]) + "|"]
     for rid, row in table.rows.items():
-        line = [row.label, f"`{row.variant}`" if row.variant else "—"]
+        line = [row.group or ""] * grouped + [row.label,
+                                             f"`{row.variant}`" if row.variant else "—"]
         row_reasons: list[int] = []
         reproduced = []
         for cid, col in table.columns.items():
             cell = cells[rid][cid]
             line.append(_paper_md(cell, col))
-            if col.not_reproduced is None:
-                line.append(_reproduced_md(cell, col, legend))
-            if cell.not_reproduced is None:
+            if col.not_reproduced is None and col.setting is None:
+                line.append(_reproduced_md(cell, col, row, legend))
+            if cell.reproduced:
                 reproduced.append(cell)
                 row_reasons += [legend.reasons[r] for r in cell.reasons
                                 if legend.reasons[r] not in row_reasons]
@@ -428,8 +588,7 @@ def render_markdown(claims: Claims, table: Table, cells: dict[str, dict[str, Cel
         lines += ["", "**Not reproduced:**", ""]
         lines += [f"- ({key}) {reason}" for reason, key in legend.not_reproduced.items()]
     lines += ["", "**Columns:**", ""]
-    lines += [f"- {col.label}: `{col.metric or 'not reproducible'}`; {col.protocol}"
-              for col in table.columns.values()]
+    lines += [_column_md(col) for col in table.columns.values()]
     return "\n".join(lines) + "\n"
 
 
@@ -441,12 +600,17 @@ def render_csv(table: Table, cells: dict[str, dict[str, Cell]], preset: str, com
     for rid, row in table.rows.items():
         for cid, col in table.columns.items():
             cell = cells[rid][cid]
-            done = cell.not_reproduced is None
+            done = cell.reproduced
+            not_reproduced = cell.not_reproduced or ""
+            if cell.setting is not None:
+                not_reproduced = f"setting {cell.setting} of the variant, not a measurement"
             writer.writerow({
                 "table": table.id, "row": rid, "row_label": row.label,
-                "variant": row.variant or "", "column": cid, "column_label": col.label,
-                "metric": col.metric or "", "higher_is_better": col.higher_is_better,
-                "paper_value": _fmt(cell.paper, col.decimals), "paper_mark": cell.mark,
+                "variant": cell.variant or row.variant or "", "column": cid,
+                "column_label": col.label, "metric": col.metric or "",
+                "higher_is_better": col.higher_is_better,
+                "paper_value": "" if cell.paper is None else _fmt(cell.paper, col.decimals),
+                "paper_mark": cell.mark,
                 "reproduced_value": repr(cell.value) if done else "",
                 "n_samples": cell.n_samples if done and cell.n_samples is not None else "",
                 "fingerprint": cell.fingerprint or "",
@@ -454,7 +618,7 @@ def render_csv(table: Table, cells: dict[str, dict[str, Cell]], preset: str, com
                 "column_mixed_fingerprints": cid in legend.mixed,
                 "comparable": cell.comparable if done else "",
                 "non_comparable_reasons": "; ".join(cell.reasons),
-                "not_reproduced": cell.not_reproduced or "",
+                "not_reproduced": not_reproduced,
                 "preset": preset, "commit": commit,
             })
     return buf.getvalue()

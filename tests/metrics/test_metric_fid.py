@@ -166,3 +166,107 @@ def test_random_mode_is_non_comparable_and_offline_errors(tmp_path):
         get("fid_clean")(imgs[:3].astype(np.float32), imgs[3:6], MetricContext())
     with pytest.raises(FileNotFoundError, match="nowhere: image folder not found"):
         get("fid_clean")(tmp_path / "nowhere", imgs[3:6], MetricContext())
+
+
+def _resized_independently(img: np.ndarray, mode: str, side: int) -> np.ndarray:
+    """clean-fid's two resizes written out: torch bilinear on float [0, 255] (legacy_pytorch),
+    PIL bicubic per channel in float mode 'F' (clean); (3, side, side) float32."""
+    from PIL import Image
+
+    if mode == "legacy_pytorch":
+        x = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32))[None]
+        return torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear",
+                                               align_corners=False)[0].clamp(0, 255).numpy()
+    return np.stack([np.asarray(Image.fromarray(img[..., c].astype(np.float32), mode="F")
+                                .resize((side, side), Image.BICUBIC)).clip(0, 255)
+                     for c in range(3)])
+
+
+@pytest.mark.parametrize("mode", ["clean", "legacy_pytorch"])
+def test_other_inception_side_resizes_as_cleanfid_does(mode):
+    from cleanfid.resize import build_resizer
+
+    images = photos_uint8(40)[:3]
+    seen = []
+
+    def extract(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return x.flatten(1)[:, :4].double()
+
+    fid.image_features(ImageSet.of(images, "a"), extract, mode, MetricContext(batch_size=3),
+                       side=96)
+    expected = np.stack([_resized_independently(img.transpose(1, 2, 0), mode, 96)
+                         for img in images])
+    np.testing.assert_allclose(seen[0].numpy(), expected, rtol=0, atol=1e-3)
+    # The protocol's side stays clean-fid's own resizer, bit for bit.
+    img = images[0].transpose(1, 2, 0)
+    with warnings.catch_warnings():
+        np.testing.assert_array_equal(fid.resizer(mode)(img), build_resizer(mode)(img))
+    assert fid.resize_description(mode) == fid.resize_description(mode, 299)
+    assert "299x299" in fid.resize_description(mode)
+    assert "96x96" in fid.resize_description(mode, 96)
+    with pytest.raises(ValueError, match=r"side must be an integer >= 75 .*got 64"):
+        fid.resizer(mode, 64)
+
+
+def test_input_size_is_recorded_and_changes_the_fingerprint(tmp_path):
+    imgs = photos_uint8(48)
+    ctx = MetricContext(weights_mode="random", weights_dir=tmp_path, batch_size=6)
+    small = get("fid_legacy_pytorch")(imgs[:3], imgs[3:], ctx, input_size=80)
+    full = get("fid_legacy_pytorch")(imgs[:3], imgs[3:], ctx)
+    assert small.protocol["input_size"] == 80 and "80x80" in small.protocol["resize"]
+    assert full.protocol["input_size"] == 299 and "299x299" in full.protocol["resize"]
+    assert small.fingerprint != full.fingerprint and small.value != full.value
+    with pytest.raises(ValueError, match="got 50"):
+        get("fid_clean")(imgs[:3], imgs[3:], ctx, input_size=50)
+
+
+def test_reference_features_are_cached_by_content(tmp_path, monkeypatch):
+    imgs = photos_uint8(40)
+    real = _folder(tmp_path / "real", imgs)
+    digests = [f"{i:064x}" for i in range(len(imgs))]
+    ctx = MetricContext(weights_mode="random", weights_dir=tmp_path, batch_size=6)
+    cache = tmp_path / "cache"
+    options = {"input_size": 80, "cache_dir": cache, "reference_digests": digests}
+    computed = []
+    original = fid.image_features
+
+    def counting(images, *args, **kwargs):
+        computed.append(images.origin)
+        return original(images, *args, **kwargs)
+
+    monkeypatch.setattr(fid, "image_features", counting)
+    first = get("fid_legacy_pytorch")(imgs[:3], real, ctx, **options)
+    assert computed == ["array", str(real)] and not first.extra["reference_cache"]["hit"]
+    stored = list(cache.glob("legacy_pytorch_80_*.npz"))
+    assert len(stored) == 1 and stored[0].name.endswith(
+        first.extra["reference_cache"]["key"] + ".npz")
+    second = get("fid_legacy_pytorch")(imgs[1:4], real, ctx, **options)
+    assert computed[2:] == ["array"] and second.extra["reference_cache"]["hit"]
+    uncached = get("fid_legacy_pytorch")(imgs[1:4], real, ctx, input_size=80)
+    assert second.value == pytest.approx(uncached.value, rel=1e-6)
+    assert second.fingerprint == uncached.fingerprint == first.fingerprint
+    # Any ingredient of the key changes the address: files, mode, extractor, side.
+    key = fid.feature_cache_key(digests, "legacy_pytorch", "x", 80)
+    assert len({key, fid.feature_cache_key(digests[::-1], "legacy_pytorch", "x", 80),
+                fid.feature_cache_key(digests, "clean", "x", 80),
+                fid.feature_cache_key(digests, "legacy_pytorch", "y", 80),
+                fid.feature_cache_key(digests, "legacy_pytorch", "x", 96)}) == 5
+    with pytest.raises(ValueError, match="lists 2 sha256 values for 6 images"):
+        get("fid_legacy_pytorch")(imgs[:3], real, ctx, input_size=80, cache_dir=cache,
+                                  reference_digests=digests[:2])
+    with pytest.raises(ValueError, match="needs both cache_dir and reference_digests"):
+        get("fid_legacy_pytorch")(imgs[:3], real, ctx, cache_dir=cache)
+    stored[0].write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=f"{stored[0]}: unreadable FID feature cache"):
+        get("fid_legacy_pytorch")(imgs[:3], real, ctx, **options)
+
+
+def test_set_notes_enter_the_protocol(tmp_path):
+    imgs = photos_uint8(32)
+    ctx = MetricContext(weights_mode="random", weights_dir=tmp_path, batch_size=6)
+    notes = {"b": {"subset_seed": 3}}
+    rec = get("fid_legacy_pytorch")(imgs[:3], imgs[3:], ctx, input_size=75, sets=notes)
+    other = get("fid_legacy_pytorch")(imgs[:3], imgs[3:], ctx, input_size=75,
+                                      sets={"b": {"subset_seed": 4}})
+    assert rec.protocol["sets"] == notes and rec.fingerprint != other.fingerprint

@@ -34,11 +34,14 @@ def test_paper_preset_plans_every_job_without_data(repo_copy: Path, sh) -> None:
     proc = sh(["snakemake", "-n", "--config", "preset=paper", "--quiet", "rules"], repo_copy)
     counts = _job_counts(proc.stdout)
     params = load_params(repo_copy / "params.yaml", overrides={"preset": "paper"})
-    n_variants = len(params["stya2k"]["variants"])
-    assert counts["fetch_dataset"] == 2  # coco2014_train, wikiart
-    assert counts["prepare_dataset"] == 2
+    n_variants = sum(len(params[p]["variants"]) for p in params["papers"])
+    assert set(params["papers"]) == {"stya2k", "stylenat"}
+    # coco2014_train, wikiart; ffhq256, ffhq1024, lsun_church256
+    assert counts["fetch_dataset"] == counts["prepare_dataset"] == 5
     assert counts["train"] == counts["sample"] == counts["evaluate"] == n_variants
-    assert counts["tabulate_stya2k"] == counts["figures"] == counts["report"] == 1
+    assert counts["tabulate_stya2k"] == counts["tabulate_stylenat"] == 1
+    assert counts["figures"] == 2
+    assert counts["report"] == 1
     assert not (repo_copy / "data").exists()
 
 

@@ -37,17 +37,18 @@ def _layout(repo: Path) -> Layout:
 
 def test_smoke_dag_writes_every_result(built: Path) -> None:
     lay = _layout(built)
-    for table in lay.tables("stya2k"):
-        text = (built / table).read_text()
-        assert "smoke" in text
-        if table.endswith(".md"):
-            assert "Not comparable with the paper" in text
+    for paper in ("stya2k", "stylenat"):
+        for table in lay.tables(paper):
+            text = (built / table).read_text()
+            assert "smoke" in text
+            if table.endswith(".md"):
+                assert "Not comparable with the paper" in text
+        for ext in ("ipynb", "html"):
+            assert (built / lay.notebook(paper, ext)).stat().st_size > 0
     html = (built / lay.report).read_text()
     assert "smoke" in html and "http://" not in html and "https://" not in html
     for href in re.findall(r'href="([^"#]+)"', html):
         assert (built / lay.results / href).exists(), href
-    for ext in ("ipynb", "html"):
-        assert (built / lay.notebook("stya2k", ext)).stat().st_size > 0
     figures = {p.name for p in (built / lay.figures("stya2k")).glob("*.png")}
     assert {"fig5_attention.png", "fig6_comparison.png", "fig7_ablation.png",
             "fig8_interpolation_multistyle.png", "fig10_a2k_vs_all_to_all.png"} <= figures
@@ -59,6 +60,20 @@ def test_smoke_dag_writes_every_result(built: Path) -> None:
         for r in metrics.values():  # smoke numbers always say why they are not comparable
             assert r["comparable"] is False
             assert any("synthetic data" in reason for reason in r["non_comparable_reasons"])
+
+
+def test_smoke_dag_covers_every_stylenat_variant(built: Path) -> None:
+    lay = _layout(built)
+    assert [f"stylenat_table{n}.md" for n in "1234"] == sorted(
+        Path(t).name for t in lay.tables("stylenat") if t.endswith(".md"))
+    for variant in lay.params["stylenat"]["variants"]:
+        records = json.loads((built / lay.run("stylenat", variant, "metrics.json")).read_text())
+        metrics = {r["metric"]: r for r in records["records"]}
+        assert {"fid_legacy_pytorch", "fid_clean", "throughput_img_s", "params_m"} <= set(metrics)
+        for name in ("fid_legacy_pytorch", "fid_clean"):
+            assert metrics[name]["comparable"] is False
+            assert metrics[name]["n_samples"] == lay.params["stylenat"]["smoke"]["eval"][
+                "n_samples"]
 
 
 def test_sync_after_a_direct_run_leaves_dvc_clean(built: Path, sh) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from sparsegen.config import ParamsError
@@ -37,7 +38,8 @@ class Item:
     """One image to prepare.
 
     `name` is the upstream file name (archive member) or recipe name: it orders the split, is
-    what `exclude` matches, and is what errors quote. `load` returns uint8 (H, W, 3)."""
+    what `exclude` matches, and is what errors quote. `load` returns uint8 (H, W, 3). `fit`
+    brings it to size x size (uint8 in, uint8 out); None: `stretch`, the default."""
 
     id: str
     name: str
@@ -45,6 +47,34 @@ class Item:
     licence: str
     load: Callable[[], np.ndarray]
     extra: Mapping[str, str] = field(default_factory=dict)
+    fit: Callable[[np.ndarray, int], np.ndarray] | None = None
+
+
+def stretch(array: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear antialiased resize to size x size, aspect not kept (the default fit)."""
+    return to_uint8(resize(to_tensor(array), size))
+
+
+def lanczos(array: np.ndarray, size: int) -> np.ndarray:
+    """PIL Lanczos resize to size x size; unchanged when already that size. StyleSwin made
+    FFHQ-256 this way from the 1024 PNGs (microsoft/StyleSwin#14)."""
+    if array.shape[:2] == (size, size):
+        return array
+    return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def resize_centre_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """torchvision Resize(size) + CenterCrop(size), as StyleSwin/StyleNAT load LSUN, with PIL
+    Lanczos for the resize. LSUN's short side is already 256, so at 256 only the crop acts.
+    Sizes and offsets are rounded as torchvision rounds them."""
+    h, w = array.shape[:2]
+    if min(h, w) != size:
+        long = int(size * max(h, w) / min(h, w))
+        nh, nw = (long, size) if w <= h else (size, long)
+        array = np.asarray(Image.fromarray(array).resize((nw, nh), Image.Resampling.LANCZOS))
+        h, w = nh, nw
+    top, left = round((h - size) / 2.0), round((w - size) / 2.0)
+    return array[top:top + size, left:left + size]
 
 
 def assign_splits(names: Sequence[str], n_test: int, seed: int,
@@ -71,7 +101,7 @@ def _prepare_one(item: Item, split: str, root: Path, size: int, dataset: str) ->
             f"{e}\nIf this file is broken upstream, list {item.name!r} under "
             f"datasets.{dataset}.exclude in params.yaml to leave it out.") from None
     rel = f"{split}/{item.id}.png"
-    write_image(root / rel, to_uint8(resize(to_tensor(array), size)))
+    write_image(root / rel, (item.fit or stretch)(array, size))
     return {"id": item.id, "split": split, "path": rel, "sha256": sha256_file(root / rel),
             "source": item.source, "licence": item.licence, **item.extra}
 

@@ -249,3 +249,94 @@ PAINTINGS: dict[str, Generator] = {
     "voronoi": voronoi,
     "dots": dots,
 }
+
+
+# --- StyleNAT stand-in: outdoor churches (LSUN church_outdoor) -----------------------------------
+
+def church(side: int, rng: np.random.Generator) -> np.ndarray:
+    """An outdoor church: sky, far tree line, ground, a gabled nave in three-quarter view with
+    arched windows and a door, a tower with belfry and spire (cross on top), flanking trees."""
+    y, x = _grid(side)
+    tex = fractal_noise(side, rng, base=6, octaves=3)
+    hue = rng.choice([0.58, 0.6, 0.08]) + rng.normal(0, 0.02)       # blue sky, haze, evening
+    grey = rng.random() < 0.3                                       # overcast
+    top = _hsv(hue, 0.05 if grey else rng.uniform(0.4, 0.8), rng.uniform(0.55, 0.85))
+    low = _hsv(hue + 0.03, 0.05 if grey else rng.uniform(0.1, 0.35), rng.uniform(0.85, 1.0))
+    ground_y = rng.uniform(0.72, 0.88)
+    img = top + (low - top) * np.clip(y / ground_y, 0, 1)[..., None]
+    for _ in range(rng.integers(0, 4)):                              # clouds
+        cx, cy, w = rng.uniform(0, 1), rng.uniform(0.05, 0.4), rng.uniform(0.06, 0.15)
+        blob = np.exp(-(((x - cx) / w) ** 2 + ((y - cy) / (0.35 * w)) ** 2))
+        img = img + (0.97 - img) * (0.8 * blob)[..., None]
+
+    ridge = ground_y - rng.uniform(0.03, 0.1) - 0.04 * fractal_noise(side, rng, base=5)[0]
+    far = _hsv(rng.uniform(0.22, 0.36), rng.uniform(0.3, 0.6), rng.uniform(0.25, 0.45))
+    img = np.where((y > ridge[None, :])[..., None], far * (0.8 + 0.3 * tex)[..., None], img)
+    paved = rng.random() < 0.35
+    ground = (_hsv(0.1, 0.1, rng.uniform(0.45, 0.7)) if paved
+              else _hsv(rng.uniform(0.2, 0.3), rng.uniform(0.4, 0.7), rng.uniform(0.35, 0.6)))
+    img = np.where((y > ground_y)[..., None], ground * (0.85 + 0.3 * tex)[..., None], img)
+
+    stone = rng.choice([_hsv(0.09, 0.2, 0.8), _hsv(0.0, 0.0, 0.9), _hsv(0.03, 0.55, 0.55),
+                        _hsv(0.1, 0.3, 0.6), _hsv(0.0, 0.0, 0.55)]) * rng.uniform(0.9, 1.1)
+    roof = rng.choice([_hsv(0.6, 0.1, 0.3), _hsv(0.02, 0.6, 0.45), _hsv(0.45, 0.3, 0.4)])
+    dark = _hsv(0.62, 0.3, rng.uniform(0.12, 0.3))
+    cx = rng.uniform(0.35, 0.65)
+    fw, fh = rng.uniform(0.24, 0.4), rng.uniform(0.2, 0.34)   # gable facade width, wall height
+    gable = fw * rng.uniform(0.35, 0.6)
+    depth = rng.uniform(0.15, 0.35) * rng.choice([-1, 1])       # side wall, left or right
+    x0, x1 = cx - fw / 2, cx + fw / 2
+    eave = ground_y - fh
+
+    # side wall and its roof slope (darker: in shade), drawn first so the facade covers it
+    sx0, sx1 = (x1, x1 + depth) if depth > 0 else (x0 + depth, x0)
+    side_wall = (x >= sx0) & (x <= sx1) & (y > eave) & (y < ground_y)
+    img[side_wall] = stone * 0.72 * (0.9 + 0.2 * tex[side_wall])[:, None]
+    side_roof = (x >= sx0) & (x <= sx1) & (y <= eave) & (y > eave - 0.6 * gable)
+    img[side_roof] = roof * (0.85 + 0.3 * tex[side_roof])[:, None]
+    n_win = int(rng.integers(2, 5))
+    for k in range(n_win):                                        # arched windows, side wall
+        wx = sx0 + (k + 0.5) * (sx1 - sx0) / n_win
+        ww = 0.25 * abs(depth) / n_win
+        arch = eave + 0.35 * fh
+        win = (np.abs(x - wx) < ww) & (y > arch) & (y < eave + 0.75 * fh)
+        win |= np.hypot((x - wx) / ww, (y - arch) / ww) < 1
+        img[win & side_wall] = dark
+
+    facade = (x >= x0) & (x <= x1) & (y > eave) & (y < ground_y)
+    facade |= (y <= eave) & (y > eave - gable) & (np.abs(x - cx) < fw / 2 * (y - eave + gable)
+                                                     / gable)
+    img[facade] = stone * (0.9 + 0.2 * tex[facade])[:, None]
+    door_w, door_h = fw * rng.uniform(0.12, 0.2), fh * rng.uniform(0.35, 0.55)
+    door = (np.abs(x - cx) < door_w) & (y > ground_y - door_h) & (y < ground_y)
+    door |= np.hypot((x - cx) / door_w, (y - (ground_y - door_h)) / door_w) < 1
+    img[door] = _hsv(0.07, 0.6, rng.uniform(0.15, 0.35))
+    if rng.random() < 0.6:                                        # rose window in the gable
+        rose = np.hypot(x - cx, y - (eave - 0.3 * gable)) < 0.22 * gable
+        img[rose] = _hsv(rng.uniform(0.55, 0.7), 0.5, 0.35)
+
+    # tower: beside the facade or rising from it, with a belfry opening and a spire
+    tw = rng.uniform(0.08, 0.14)
+    tx = rng.choice([cx, x0 - tw / 2 if depth > 0 else x1 + tw / 2])
+    t_top = ground_y - rng.uniform(0.42, 0.62)
+    tower = (np.abs(x - tx) < tw / 2) & (y > t_top) & (y < ground_y)
+    img[tower] = stone * 0.95 * (0.9 + 0.2 * tex[tower])[:, None]
+    bel = (np.abs(x - tx) < tw / 5) & (y > t_top + 0.2 * tw) & (y < t_top + 0.9 * tw)
+    img[bel] = dark
+    tip = t_top - rng.uniform(0.1, 0.22)
+    spire = (y <= t_top) & (y > tip) & (np.abs(x - tx) < tw / 2 * (y - tip) / (t_top - tip))
+    img[spire] = roof * (0.85 + 0.3 * tex[spire])[:, None]
+    arm = 0.02
+    cross = ((np.abs(x - tx) < 0.004) & (y > tip - 2.5 * arm) & (y <= tip)) | \
+            ((np.abs(x - tx) < arm * 0.6) & (np.abs(y - (tip - 1.7 * arm)) < 0.004))
+    img[cross] = _hsv(0.12, 0.3, 0.25)
+
+    for _ in range(rng.integers(1, 5)):                          # trees at the sides, in front
+        px = rng.choice([rng.uniform(0.0, max(0.05, x0 - 0.1)), rng.uniform(min(0.95, x1 + 0.1),
+                                                                            1.0)])
+        r, base = rng.uniform(0.04, 0.09), ground_y + rng.uniform(0.0, 0.08)
+        img[(np.abs(x - px) < r / 5) & (y < base) & (y > base - 2 * r)] = _hsv(.07, .6, .3)
+        crown = np.hypot(x - px, (y - (base - 2.4 * r)) / 1.3) < r
+        green = _hsv(rng.uniform(0.22, 0.38), rng.uniform(0.5, 0.85), rng.uniform(0.2, 0.45))
+        img[crown] = green * (0.8 + 0.4 * tex[crown])[:, None]
+    return _to_uint8(img)

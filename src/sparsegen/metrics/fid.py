@@ -8,12 +8,20 @@ local file, because clean-fid's own loaders download (`torch.hub` for legacy_pyt
 Random-init extractors (weights mode random, or auto without the file) use the pytorch-fid
 Inception architecture with seeded Kaiming-normal weights; for `fid_clean` this is a stand-in
 for the TorchScript network, whose architecture ships only inside the file.
+
+Options of both metrics: `input_size` (the Inception input side; 299 is the FID protocol, a
+smaller side only makes CPU smoke runs affordable and is recorded as `protocol.input_size`),
+`cache_dir` with `reference_digests` (the reference set's features are stored there under a
+key hashed from the files' sha256 list, the mode, the extractor fingerprint and the input side,
+so runs sharing a real set compute its features once), and `sets` (how each set was drawn,
+e.g. seeds and subset hashes, recorded as `protocol.sets`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,19 +29,25 @@ import torch
 from scipy import linalg
 from torch import nn
 
+from sparsegen.io import atomic_path
 from sparsegen.metrics.inputs import ImageSet
 from sparsegen.metrics.records import Measurement
 from sparsegen.metrics.registry import MetricContext, import_needing_torchvision, register
+from sparsegen.provenance import stable_hash
 from sparsegen.weights import RANDOM_INIT, ResolvedWeights
 
 RANDOM_SEED = 0
 FEATURE_DIM = 2048
+INCEPTION_SIZE = 299  # the FID protocol's Inception input side
+# clean-fid's resize of each mode: (library, filter) for cleanfid.resize.make_resizer.
+RESIZE_FILTER = {"legacy_pytorch": ("PyTorch", "bilinear"), "clean": ("PIL", "bicubic")}
 RESIZE = {
-    "legacy_pytorch": "torch F.interpolate bilinear to 299x299, align_corners=False, "
+    "legacy_pytorch": "torch F.interpolate bilinear to {side}x{side}, align_corners=False, "
                       "float [0, 255] (clean-fid legacy_pytorch)",
-    "clean": "PIL bicubic to 299x299 per channel in float mode 'F', no re-quantisation "
+    "clean": "PIL bicubic to {side}x{side} per channel in float mode 'F', no re-quantisation "
              "(clean-fid clean)",
 }
+CACHE_VERSION = 1  # bump when the cached file's content changes meaning
 
 SQRTM_FULL = "scipy.linalg.sqrtm(S1 S2), real part, eps 1e-6 if singular"
 SQRTM_LOW_RANK = ("nuclear norm of the centred cross-Gram A1 A2^T (exact; used when a set has "
@@ -182,18 +196,33 @@ def build_extractor(mode: str, weights: ResolvedWeights, device: torch.device
     return extract, fp
 
 
-def resizer(mode: str) -> Callable[[np.ndarray], np.ndarray]:
-    """clean-fid's resize for `mode`: uint8 (H, W, 3) -> float32 (299, 299, 3) in [0, 255]."""
-    from cleanfid.resize import build_resizer
+def resize_description(mode: str, side: int = INCEPTION_SIZE) -> str:
+    return RESIZE[mode].format(side=side)
 
+
+def resizer(mode: str, side: int = INCEPTION_SIZE) -> Callable[[np.ndarray], np.ndarray]:
+    """clean-fid's resize for `mode`: uint8 (H, W, 3) -> float32 (side, side, 3) in [0, 255].
+
+    299 is `cleanfid.resize.build_resizer(mode)` itself; another side is the same resizer
+    (`make_resizer` with the mode's library and filter, no re-quantisation) to that side."""
+    from cleanfid.resize import build_resizer, make_resizer
+
+    if mode not in RESIZE_FILTER:
+        raise ValueError(f"FID mode {mode!r} is not one of {sorted(RESIZE_FILTER)}")
+    if not isinstance(side, int) or isinstance(side, bool) or side < 75:
+        raise ValueError(f"Inception input side must be an integer >= 75 (the smallest input "
+                         f"Inception-v3 accepts), got {side!r}")
     with warnings.catch_warnings():  # the legacy_pytorch builder silences warnings globally
-        return build_resizer(mode)
+        if side == INCEPTION_SIZE:
+            return build_resizer(mode)
+        library, filter_name = RESIZE_FILTER[mode]
+        return make_resizer(library, False, filter_name, (side, side))
 
 
-def image_features(images: ImageSet, extract: Extractor, mode: str, ctx: MetricContext
-                   ) -> tuple[np.ndarray, list[list[int]]]:
+def image_features(images: ImageSet, extract: Extractor, mode: str, ctx: MetricContext,
+                   side: int = INCEPTION_SIZE) -> tuple[np.ndarray, list[list[int]]]:
     """(N, 2048) float64 features and the distinct (H, W) sizes met."""
-    resize = resizer(mode)
+    resize = resizer(mode, side)
     feats, sizes = [], set()
     with torch.inference_mode():
         for batch in images.batches(ctx.batch_size):
@@ -203,39 +232,87 @@ def image_features(images: ImageSet, extract: Extractor, mode: str, ctx: MetricC
     return np.concatenate(feats), sorted(list(s) for s in sizes)
 
 
-def _fid(a: Any, b: Any, ctx: MetricContext, mode: str, weights_name: str) -> Measurement:
-    sets = {"a": ImageSet.of(a, "images"), "b": ImageSet.of(b, "references")}
-    for key, s in sets.items():
+def feature_cache_key(digests: Sequence[str], mode: str, extractor: str, side: int) -> str:
+    """Content address of a reference set's features: the files' sha256 list (in order), the
+    mode, the extractor fingerprint and the Inception input side."""
+    return stable_hash({"version": CACHE_VERSION, "files_sha256": list(digests), "mode": mode,
+                        "extractor": extractor, "input_size": side}, length=24)
+
+
+def cached_image_features(images: ImageSet, digests: Sequence[str], extract: Extractor,
+                          extractor: str, mode: str, ctx: MetricContext, side: int,
+                          cache_dir: Path) -> tuple[np.ndarray, list[list[int]], dict[str, Any]]:
+    """`image_features` of a file set, read from `cache_dir/<mode>_<side>_<key>.npz` when a
+    run with the same files (by sha256), mode, extractor and side stored them; otherwise
+    computed and stored (atomically). Returns features, sizes and {key, file, hit}."""
+    if len(digests) != len(images):
+        raise ValueError(f"reference_digests lists {len(digests)} sha256 values for "
+                         f"{len(images)} images ({images.origin})")
+    key = feature_cache_key(digests, mode, extractor, side)
+    path = Path(cache_dir) / f"{mode}_{side}_{key}.npz"
+    info = {"key": key, "file": str(path)}
+    if path.is_file():
+        try:
+            with np.load(path) as stored:
+                feats, sizes = stored["features"], stored["sizes"].tolist()
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: unreadable FID feature cache ({e}); delete it") from None
+        if feats.shape != (len(images), FEATURE_DIM):
+            raise ValueError(f"{path}: cached features have shape {feats.shape}, expected "
+                             f"({len(images)}, {FEATURE_DIM}); delete it")
+        return feats.astype(np.float64), sizes, {**info, "hit": True}
+    feats, sizes = image_features(images, extract, mode, ctx, side)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # The extractor computes in float32, so float32 storage loses nothing.
+        np.savez(f, features=feats.astype(np.float32), sizes=np.asarray(sizes, dtype=np.int64))
+    return feats, sizes, {**info, "hit": False}
+
+
+def _fid(a: Any, b: Any, ctx: MetricContext, mode: str, weights_name: str, *,
+         input_size: int = INCEPTION_SIZE, cache_dir: str | Path | None = None,
+         reference_digests: Sequence[str] | None = None,
+         sets: dict[str, Any] | None = None) -> Measurement:
+    image_sets = {"a": ImageSet.of(a, "images"), "b": ImageSet.of(b, "references")}
+    for key, s in image_sets.items():
         if len(s) < 2:
             raise ValueError(f"FID needs at least 2 images per set; set {key} "
                              f"({s.origin}) has {len(s)}")
+    if (cache_dir is None) != (reference_digests is None):
+        raise ValueError("the reference feature cache needs both cache_dir and "
+                         "reference_digests")
+    resizer(mode, input_size)  # checks the side before any network is built
     weights = ctx.resolve(weights_name)
     extract, fp = build_extractor(mode, weights, ctx.device)
-    feats, sizes = {}, {}
-    for key, s in sets.items():
-        feats[key], sz = image_features(s, extract, mode, ctx)
+    feats, sizes, extra = {}, {}, {}
+    for key, s in image_sets.items():
+        if key == "b" and cache_dir is not None:
+            feats[key], sz, extra["reference_cache"] = cached_image_features(
+                s, reference_digests, extract, fp, mode, ctx, input_size, Path(cache_dir))
+        else:
+            feats[key], sz = image_features(s, extract, mode, ctx, input_size)
         sizes[key] = sz[0] if len(sz) == 1 else "mixed"
     value, route = fid_from_features(feats["a"], feats["b"])
-    return Measurement(
-        value=value, n_samples=len(sets["a"]),
-        extractor=weights,
-        protocol={"mode": mode, "extractor": fp, "features": "pool3 2048-d",
-                  "resize": RESIZE[mode],
-                  "file_format": {k: s.file_format for k, s in sets.items()},
-                  "n_a": len(sets["a"]), "n_b": len(sets["b"]), "image_size": sizes,
-                  "covariance": "unbiased (N-1)", "trace_sqrt": route},
-        extra={"inputs": {k: s.origin for k, s in sets.items()}})
+    protocol = {"mode": mode, "extractor": fp, "features": "pool3 2048-d",
+                "resize": resize_description(mode, input_size), "input_size": input_size,
+                "file_format": {k: s.file_format for k, s in image_sets.items()},
+                "n_a": len(image_sets["a"]), "n_b": len(image_sets["b"]), "image_size": sizes,
+                "covariance": "unbiased (N-1)", "trace_sqrt": route}
+    if sets:
+        protocol["sets"] = sets
+    return Measurement(value=value, n_samples=len(image_sets["a"]), extractor=weights,
+                       protocol=protocol,
+                       extra={"inputs": {k: s.origin for k, s in image_sets.items()}, **extra})
 
 
 @register("fid_legacy_pytorch", higher_is_better=False,
           description="FID as pytorch-fid computes it (clean-fid mode legacy_pytorch): "
           "pytorch-fid Inception pool3, torch bilinear resize to 299")
-def fid_legacy_pytorch(a: Any, b: Any, ctx: MetricContext) -> Measurement:
-    return _fid(a, b, ctx, "legacy_pytorch", "inception_fid_pytorch")
+def fid_legacy_pytorch(a: Any, b: Any, ctx: MetricContext, **options: Any) -> Measurement:
+    return _fid(a, b, ctx, "legacy_pytorch", "inception_fid_pytorch", **options)
 
 
 @register("fid_clean", higher_is_better=False,
           description="clean-fid mode clean: TorchScript TF-FID Inception pool3, PIL bicubic "
           "resize to 299")
-def fid_clean(a: Any, b: Any, ctx: MetricContext) -> Measurement:
-    return _fid(a, b, ctx, "clean", "inception_fid_torchscript")
+def fid_clean(a: Any, b: Any, ctx: MetricContext, **options: Any) -> Measurement:
+    return _fid(a, b, ctx, "clean", "inception_fid_torchscript", **options)

@@ -6,6 +6,11 @@ schedule, periodic atomic checkpoints, resuming after a kill, the loss log and t
 Resume gives the same result as an uninterrupted run because (1) batches and any other
 randomness of step `s` are drawn from generators seeded by `step_seed(seed, s)`, (2) the schedule
 is a pure function of the step, and (3) module and optimizer states are restored exactly.
+
+Under torchrun (see `sparsegen.train.distributed`) every rank runs this loop: rank r draws its
+batches from its own seed streams, so ranks see different data; only rank 0 writes the
+checkpoints, the loss log and the progress bar, and checkpoint writes are fenced by barriers.
+Wrapping networks in DDP is the task's business (`distributed.wrap`), as is the EMA.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from sparsegen.io import write_text
-from sparsegen.train import checkpoint
+from sparsegen.train import checkpoint, distributed
 from sparsegen.train.seeding import step_seed
 
 LAST = "last.pt"
@@ -92,12 +97,21 @@ class LossLog:
         write_text(self.path, buf.getvalue())
 
 
-def _batches(task: TrainTask, seed: int, steps: range, prefetch: int) -> Iterator[Any]:
-    """Batches of `steps` in order; each drawn from a generator seeded by (seed, step) alone, so
-    loading them ahead in threads changes nothing but the wall time."""
+def _stream(rank: int, kind: int) -> int:
+    """Seed stream of rank `rank` for batches (kind 0) or the global torch RNG (kind 1).
+
+    Rank 0 keeps streams 0 and 1, so a single process draws what it always drew."""
+    return 2 * rank + kind
+
+
+def _batches(task: TrainTask, seed: int, steps: range, prefetch: int, rank: int = 0
+             ) -> Iterator[Any]:
+    """Batches of `steps` in order; each drawn from a generator seeded by (seed, step, rank)
+    alone, so loading them ahead in threads changes nothing but the wall time."""
 
     def load(step: int) -> Any:
-        return task.batch(step, torch.Generator().manual_seed(step_seed(seed, step)))
+        gen = torch.Generator().manual_seed(step_seed(seed, step, stream=_stream(rank, 0)))
+        return task.batch(step, gen)
 
     if prefetch <= 0:
         yield from map(load, steps)
@@ -110,20 +124,45 @@ def _batches(task: TrainTask, seed: int, steps: range, prefetch: int) -> Iterato
             yield queue.pop(0).result()
 
 
-def _resume_point(ckpt_dir: Path, settings: dict[str, Any], task: TrainTask) -> int:
-    """Restore the last checkpoint if it belongs to these settings; return the next step."""
+def _resume_point(ckpt_dir: Path, settings: dict[str, Any], task: TrainTask,
+                  world: distributed.World) -> int:
+    """Restore the last checkpoint if it belongs to these settings; return the next step.
+
+    Every rank reads it; rank 0 alone moves a checkpoint of other settings aside, once all
+    ranks have read it."""
     last = ckpt_dir / LAST
-    if not last.exists():
+    found = last.exists()
+    ckpt = checkpoint.load(last) if found else None
+    distributed.barrier()
+    if ckpt is None:
         return 0
-    ckpt = checkpoint.load(last)
     if ckpt["settings_hash"] != checkpoint.settings_hash(settings):
-        stale = last.with_name(f"last.stale-{ckpt['settings_hash']}.pt")
-        last.replace(stale)
-        tqdm.write(f"{last}: written for other settings; kept as {stale.name}, starting afresh")
+        if world.is_main:
+            stale = last.with_name(f"last.stale-{ckpt['settings_hash']}.pt")
+            last.replace(stale)
+            tqdm.write(f"{last}: written for other settings; kept as {stale.name}, "
+                       "starting afresh")
         return 0
     checkpoint.restore(ckpt, task.modules, task.optimizers)
-    tqdm.write(f"resuming from {last} at step {ckpt['step']}")
+    if world.is_main:
+        tqdm.write(f"resuming from {last} at step {ckpt['step']}")
     return int(ckpt["step"])
+
+
+def _save(path: Path, world: distributed.World, **kwargs: Any) -> None:
+    """Rank 0 writes the checkpoint while the other ranks wait (so none runs ahead of, or
+    exits before, a checkpoint that is being written)."""
+    distributed.barrier()
+    if world.is_main:
+        checkpoint.save(path, **kwargs)
+    distributed.barrier()
+
+
+def _learning_rates(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
+    """Logged learning rate(s): `lr` for one optimizer, `lr_<name>` for each of several."""
+    if len(optimizers) == 1:
+        return {"lr": next(iter(optimizers.values())).param_groups[0]["lr"]}
+    return {f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in optimizers.items()}
 
 
 def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str | Path,
@@ -131,11 +170,14 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
     """Train to `cfg.iterations`, resuming from `run_dir/ckpt/last.pt` when present.
 
     Writes `final_path` (modules only, with settings and commit) when training is complete and
-    returns True; returns False when `stop_after` ended this invocation early."""
+    returns True; returns False when `stop_after` ended this invocation early. Under torchrun
+    every rank calls this; the logged losses are averaged over ranks."""
+    world = distributed.current()
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "ckpt"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    start = _resume_point(ckpt_dir, settings, task)
+    if world.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    start = _resume_point(ckpt_dir, settings, task, world)
     log = LossLog(Path(log_path))
     log.truncate(start)
     for m in task.modules.values():
@@ -143,30 +185,31 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
                desc=f"train {settings.get('paper', '')}/{settings.get('variant', '')}",
-               disable=None)
-    batches = _batches(task, cfg.seed, range(start, cfg.iterations), cfg.prefetch)
+               disable=None if world.is_main else True)
+    batches = _batches(task, cfg.seed, range(start, cfg.iterations), cfg.prefetch, world.rank)
     for step, batch in zip(bar, batches, strict=True):
-        torch.manual_seed(step_seed(cfg.seed, step, stream=1))
+        torch.manual_seed(step_seed(cfg.seed, step, stream=_stream(world.rank, 1)))
         _set_lr(task.optimizers, cfg.lr_factor(step))
         losses = task.train_step(step, batch)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.iterations:
-            lr = next(iter(task.optimizers.values())).param_groups[0]["lr"]
-            log.append({"step": done, "lr": lr, "wall_s": round(time.perf_counter() - t0, 3),
-                        **{k: float(v) for k, v in losses.items()}})
-            bar.set_postfix({k: f"{float(v):.4g}" for k, v in losses.items()})
+            losses = distributed.mean_over_ranks({k: float(v) for k, v in losses.items()})
+            log.append({"step": done, **_learning_rates(task.optimizers),
+                        "wall_s": round(time.perf_counter() - t0, 3), **losses})
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
         stop_now = cfg.stop_after is not None and cfg.stop_after <= done < cfg.iterations
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations or stop_now:
-            log.flush()
-            checkpoint.save(ckpt_dir / LAST, step=done, modules=task.modules,
-                            optimizers=task.optimizers, settings=settings,
-                            extra=task.checkpoint_extra)
+            if world.is_main:
+                log.flush()
+            _save(ckpt_dir / LAST, world, step=done, modules=task.modules,
+                  optimizers=task.optimizers, settings=settings, extra=task.checkpoint_extra)
         if stop_now:
             bar.close()
             batches.close()
             return False
     bar.close()
-    log.flush()
-    checkpoint.save(final_path, step=cfg.iterations, modules=task.modules, optimizers={},
-                    settings=settings, extra=task.checkpoint_extra)
+    if world.is_main:
+        log.flush()
+    _save(Path(final_path), world, step=cfg.iterations, modules=task.modules, optimizers={},
+          settings=settings, extra=task.checkpoint_extra)
     return True

@@ -1,0 +1,322 @@
+"""2-D neighbourhood attention (NA) and dilated neighbourhood attention (DiNA), StyleNAT Sec. 2.1.2,
+2.1.3 and 3.2, with NATTEN's semantics and an optional relative positional bias (RPB).
+
+Tensors are heads-last, [B, H, W, heads, D] (NATTEN's layout). Per axis of length L, kernel k and
+dilation d, the positions with the same residue r = p mod d form a sub-grid of length
+L_r = ceil((L - r) / d); a query at sub-index i attends to the k sub-grid positions starting at
+clamp(i - k // 2, 0, L_r - k) (left radius k // 2, so even kernels reach one further left), i.e.
+windows are clamped at the borders and every query sees exactly k*k keys. The RPB is a
+[heads, 2k-1, 2k-1] table indexed by the key-minus-query offset in sub-grid steps plus k-1 per axis
+(NATTEN <= 0.17 `natten2dqkrpb`; at a border the offsets, and so the table entries, shift).
+logits = scale * q.k + rpb, softmax over the k*k neighbours.
+
+Backends:
+- "torch": plain PyTorch (CPU and GPU, autograd): neighbour indices are built once per
+  (H, W, k, d, device) and cached; keys and values are gathered into [B, heads, H*W, k*k, D].
+- "flex": `torch.nn.attention.flex_attention` with a block mask built from the same neighbour sets
+  and a `score_mod` adding the RPB; compiled with `torch.compile` on CUDA, eager elsewhere (the
+  eager path is a dense reference; PyTorch has no Flex backward on the CPU).
+- "natten": `natten.na2d` (NATTEN >= 0.20; it has no RPB). Without NATTEN's compiled kernels it
+  runs NATTEN's own Flex path: forward only on the CPU, head_dim a power of two in [8, 512],
+  float32/float16/bfloat16.
+- "auto": see `auto_backend`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+BACKENDS = ("auto", "torch", "flex", "natten")
+FLEX_BLOCK = 128  # Flex Attention's default tile: block-mask granularity (queries and keys)
+RECOMPILE_LIMIT = 64  # one compiled Flex graph per (shape, kernel) in a generator: 7-9 levels x
+#                       a few batch sizes exceed torch's default of 8
+
+
+def available_backends(device: torch.device | str) -> list[str]:
+    """Concrete backends that run forward on `device` ("flex" and "natten" are forward-only on
+    the CPU; "natten" needs the package)."""
+    names = ["torch", "flex"]
+    if importlib.util.find_spec("natten") is not None:
+        names.append("natten")
+    return names if torch.device(device).type in ("cpu", "cuda") else ["torch"]
+
+
+def auto_backend(q: torch.Tensor, rpb: torch.Tensor | None = None, dropout: float = 0.0) -> str:
+    """The backend "auto" runs: "torch" off CUDA and whenever attention dropout is on; on CUDA
+    "natten" when there is no RPB and NATTEN has its compiled kernels (`natten.HAS_LIBNATTEN`),
+    else "flex" (compiled Flex Attention, RPB through `score_mod`)."""
+    if not q.is_cuda or dropout > 0:
+        return "torch"
+    if rpb is None and _natten_has_kernels():
+        return "natten"
+    return "flex"
+
+
+def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
+                           dilation: int = 1, rpb: torch.Tensor | None = None, *,
+                           scale: float | None = None, backend: str = "auto",
+                           dropout: float = 0.0) -> torch.Tensor:
+    """NA/DiNA of q, k, v [B, H, W, heads, D] -> [B, H, W, heads, D] (see the module docstring).
+
+    rpb: [heads, 2k-1, 2k-1] or None; scale defaults to D ** -0.5; dropout: attention-weight
+    dropout probability (training only; "torch" backend)."""
+    _check_qkv(q, k, v)
+    _check_grid(q.shape[1], q.shape[2], kernel_size, dilation)
+    if rpb is not None:
+        _check_rpb(rpb, q.shape[3], kernel_size)
+    if backend not in BACKENDS:
+        raise ValueError(f"neighborhood_attention: unknown backend {backend!r}; "
+                         f"choose one of {BACKENDS}")
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if backend == "auto":
+        backend = auto_backend(q, rpb, dropout)
+    if dropout > 0 and backend != "torch":
+        raise ValueError(f"neighborhood_attention: attention dropout {dropout} needs backend "
+                         f"'torch' (got {backend!r})")
+    if backend == "torch":
+        return _torch_na(q, k, v, kernel_size, dilation, rpb, scale, dropout)
+    if backend == "flex":
+        return _flex_na(q, k, v, kernel_size, dilation, rpb, scale)
+    if rpb is not None:
+        raise ValueError("neighborhood_attention: backend 'natten' cannot add a relative "
+                         "positional bias (NATTEN >= 0.20 removed RPB); use backend 'torch' or "
+                         "'flex' (or 'auto'), which support rpb")
+    return _natten_na(q, k, v, kernel_size, dilation, scale)
+
+
+def query_attention_map(q: torch.Tensor, k: torch.Tensor, query: tuple[int, int],
+                        kernel_size: int, dilation: int = 1, rpb: torch.Tensor | None = None, *,
+                        scale: float | None = None) -> torch.Tensor:
+    """Softmax weights of the query at (row, col) over the grid: [B, heads, H, W], zero outside
+    its neighbourhood (the attention-map figure)."""
+    _check_qkv(q, k, k)
+    b, h, w, heads, dim = q.shape
+    _check_grid(h, w, kernel_size, dilation)
+    row, col = query
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f"query_attention_map: query {query} lies outside the {h}x{w} grid")
+    if rpb is not None:
+        _check_rpb(rpb, heads, kernel_size)
+    scale = dim ** -0.5 if scale is None else scale
+    keys, bias = (t[row * w + col] for t in neighborhood_indices(h, w, kernel_size, dilation,
+                                                                   q.device))
+    logits = torch.einsum("bhd,bnhd->bhn", q[:, row, col] * scale, k.flatten(1, 2)[:, keys])
+    if rpb is not None:
+        logits = logits + rpb.flatten(1)[:, bias]
+    out = q.new_zeros(b, heads, h * w)
+    out[:, :, keys] = logits.softmax(-1)
+    return out.view(b, heads, h, w)
+
+
+@functools.lru_cache(maxsize=256)
+def neighborhood_indices(height: int, width: int, kernel_size: int, dilation: int = 1,
+                         device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keys, bias) [H*W, k*k] int64: for each query (row-major), the row-major indices of its
+    k*k keys and of their RPB entries in the flattened (2k-1)^2 table (cached)."""
+    _check_grid(height, width, kernel_size, dilation)
+    rows, row_off = _axis_neighbours(height, kernel_size, dilation)
+    cols, col_off = _axis_neighbours(width, kernel_size, dilation)
+    keys = rows[:, None, :, None] * width + cols[None, :, None, :]
+    bias = row_off[:, None, :, None] * (2 * kernel_size - 1) + col_off[None, :, None, :]
+    n = height * width
+    return (keys.reshape(n, -1).to(device), bias.reshape(n, -1).to(device))
+
+
+def _axis_windows(length: int, kernel: int, dilation: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per position on one axis: its sub-grid (residue mod d), its index in that sub-grid and the
+    sub-grid index where its window starts, each [length]."""
+    pos = torch.arange(length)
+    residue, sub = pos % dilation, pos // dilation
+    sub_length = (length - residue + dilation - 1) // dilation
+    return residue, sub, torch.minimum((sub - kernel // 2).clamp_min(0), sub_length - kernel)
+
+
+def _axis_neighbours(length: int, kernel: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position on one axis: its k neighbour positions and their offsets (key - query in
+    sub-grid steps) + k - 1, both [length, k]."""
+    residue, sub, start = _axis_windows(length, kernel, dilation)
+    key_sub = start[:, None] + torch.arange(kernel)
+    return residue[:, None] + dilation * key_sub, key_sub - sub[:, None] + kernel - 1
+
+
+def _torch_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dilation: int,
+              rpb: torch.Tensor | None, scale: float, dropout: float) -> torch.Tensor:
+    b, h, w, heads, dim = q.shape
+    keys, bias = neighborhood_indices(h, w, kernel, dilation, q.device)
+    n, kk = keys.shape
+
+    def gathered(t: torch.Tensor) -> torch.Tensor:  # [B, H, W, heads, D] -> [B, heads, N, kk, D]
+        t = t.reshape(b, n, heads, -1).transpose(1, 2)
+        return t[:, :, keys.view(-1)].view(b, heads, n, kk, -1)
+
+    qf = q.reshape(b, n, heads, dim).transpose(1, 2).unsqueeze(-2) * scale  # [B, heads, N, 1, D]
+    logits = (qf @ gathered(k).transpose(-1, -2)).squeeze(-2)  # [B, heads, N, kk]
+    if rpb is not None:
+        logits = logits + rpb.flatten(1)[:, bias]
+    attn = logits.softmax(-1)
+    if dropout > 0:
+        attn = F.dropout(attn, dropout)
+    out = (attn.unsqueeze(-2) @ gathered(v)).squeeze(-2)  # [B, heads, N, Dv]
+    return out.transpose(1, 2).reshape(b, h, w, heads, -1)
+
+
+# --- Flex Attention -------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _flex_geometry(height: int, width: int, kernel: int, dilation: int, device: torch.device
+                   ) -> tuple[BlockMask, torch.Tensor]:
+    """The block mask of the neighbour sets and, per position (row-major), its sub-grid residue,
+    sub-grid index and window start on each axis ([6, H*W]: rows then columns); cached."""
+    n = height * width
+    pos = torch.arange(n)
+    geometry = torch.cat([torch.stack(_axis_windows(height, kernel, dilation))[:, pos // width],
+                          torch.stack(_axis_windows(width, kernel, dilation))[:, pos % width]])
+    # Which (query block, key block) tiles hold neighbour pairs, and which hold nothing else.
+    keys, _ = neighborhood_indices(height, width, kernel, dilation)
+    blocks = -(-n // FLEX_BLOCK)
+    tile = (pos[:, None] // FLEX_BLOCK) * blocks + keys // FLEX_BLOCK
+    pairs = torch.zeros(blocks * blocks, dtype=torch.int64).index_add_(
+        0, tile.view(-1), torch.ones(tile.numel(), dtype=torch.int64)).view(blocks, blocks)
+    size = (n - torch.arange(blocks) * FLEX_BLOCK).clamp(max=FLEX_BLOCK)
+    full = pairs == size[:, None] * size[None, :]
+    geometry = geometry.to(device)
+    mask = BlockMask.from_kv_blocks(*_kv_blocks((pairs > 0) & ~full, device),
+                                    *_kv_blocks(full, device), BLOCK_SIZE=FLEX_BLOCK,
+                                    mask_mod=_neighbour_mask_mod(geometry, kernel),
+                                    seq_lengths=(n, n))
+    return mask, geometry
+
+
+def _kv_blocks(selected: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """[Q blocks, KV blocks] bool -> (count [1, 1, Q], indices [1, 1, Q, KV]) int32 with the
+    selected KV blocks first (Flex's block-mask format)."""
+    order = torch.argsort((~selected).to(torch.int8), dim=-1, stable=True)
+    return (selected.sum(-1).to(torch.int32)[None, None].to(device),
+            order.to(torch.int32)[None, None].to(device))
+
+
+def _neighbour_mask_mod(geometry: torch.Tensor, kernel: int):
+    """mask_mod: kv_idx lies in q_idx's sub-grid on both axes and inside its k x k window.
+    Indices past the sequence (Flex's padding of a partial tile) are clamped to stay in bounds."""
+    last = geometry.shape[1] - 1
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        qi, ki = q_idx.clamp(max=last), kv_idx.clamp(max=last)
+        g = geometry
+        inside = [(g[a, qi] == g[a, ki]) & (g[a + 1, ki] >= g[a + 2, qi])
+                  & (g[a + 1, ki] < g[a + 2, qi] + kernel) for a in (0, 3)]
+        return inside[0] & inside[1] & (q_idx <= last) & (kv_idx <= last)
+
+    return mask_mod
+
+
+def _flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask,
+                 geometry: torch.Tensor, table: torch.Tensor | None, kernel: int, scale: float
+                 ) -> torch.Tensor:
+    """Flex Attention on [B, heads, N, D] with the RPB table [heads, (2k-1)^2] added by
+    `score_mod` at the key-minus-query sub-grid offset."""
+    last, span = geometry.shape[1] - 1, 2 * kernel - 2
+
+    def rpb(score, b, h, q_idx, kv_idx):
+        qi, ki = q_idx.clamp(max=last), kv_idx.clamp(max=last)
+        dy = (geometry[1, ki] - geometry[1, qi] + kernel - 1).clamp(0, span)
+        dx = (geometry[4, ki] - geometry[4, qi] + kernel - 1).clamp(0, span)
+        return score + table[h, dy * (span + 1) + dx]
+
+    return flex_attention(q, k, v, score_mod=None if table is None else rpb,
+                          block_mask=block_mask, scale=scale)
+
+
+@functools.cache
+def _compiled_flex_attend():
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+    return torch.compile(_flex_attend, dynamic=False)
+
+
+def _flex_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dilation: int,
+             rpb: torch.Tensor | None, scale: float) -> torch.Tensor:
+    b, h, w, heads = q.shape[:4]
+    block_mask, geometry = _flex_geometry(h, w, kernel, dilation, q.device)
+
+    def heads_first(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(b, h * w, heads, -1).transpose(1, 2)
+
+    attend = _compiled_flex_attend() if q.is_cuda else _flex_attend
+    table = None if rpb is None else rpb.flatten(1)
+    out = attend(heads_first(q), heads_first(k), heads_first(v), block_mask, geometry, table,
+                 kernel, scale)
+    return out.transpose(1, 2).reshape(b, h, w, heads, -1)
+
+
+# --- NATTEN ---------------------------------------------------------------------------------
+
+
+def _natten_has_kernels() -> bool:
+    if importlib.util.find_spec("natten") is None:
+        return False
+    import natten
+
+    return bool(natten.HAS_LIBNATTEN)
+
+
+def _natten_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dilation: int,
+               scale: float) -> torch.Tensor:
+    """`natten.na2d`. Without libnatten NATTEN runs Flex Attention, eagerly (a dense fallback)
+    unless Flex compilation is allowed: on CUDA it is, for the inputs NATTEN compiles (half
+    precision, 32 <= head_dim <= 512, no backward)."""
+    if importlib.util.find_spec("natten") is None:
+        raise ValueError("neighborhood_attention: backend 'natten' needs the natten package "
+                         "(pip install natten); backends 'torch' and 'flex' need nothing extra")
+    import natten
+    from natten.backends import get_compatible_backends
+
+    compile_flex = False
+    if q.is_cuda and not natten.HAS_LIBNATTEN:
+        natten.allow_flex_compile()
+        compile_flex = bool(get_compatible_backends(q, k, v, torch_compile=True))
+    if not get_compatible_backends(q, k, v, torch_compile=compile_flex):
+        raise ValueError(f"neighborhood_attention: natten {natten.__version__} has no backend for "
+                         f"head_dim {q.shape[-1]}, {q.dtype} on {q.device} (its Flex path needs "
+                         "head_dim a power of two in [8, 512] and float32/float16/bfloat16); "
+                         "use backend 'torch' or 'flex'")
+    return natten.na2d(q, k, v, kernel, dilation=dilation, scale=scale,
+                       torch_compile=compile_flex)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 5:
+        raise ValueError(f"neighborhood attention: q must be [B, H, W, heads, D], got shape "
+                         f"{tuple(q.shape)}")
+    if k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f"neighborhood attention: k {tuple(k.shape)} must match q "
+                         f"{tuple(q.shape)}, and v {tuple(v.shape)} must match it but for D")
+
+
+def _check_grid(height: int, width: int, kernel: int, dilation: int) -> None:
+    if kernel < 1 or dilation < 1:
+        raise ValueError(f"neighborhood attention: kernel_size {kernel} and dilation {dilation} "
+                         "must be >= 1")
+    if kernel * dilation > min(height, width):
+        what = f"kernel_size {kernel}" + (f" x dilation {dilation}" if dilation > 1 else "")
+        raise ValueError(f"neighborhood attention: {what} = {kernel * dilation} exceeds the "
+                         f"{height}x{width} grid (each of the dilation's sub-grids needs at "
+                         "least kernel_size positions per side)")
+
+
+def _check_rpb(rpb: torch.Tensor, heads: int, kernel: int) -> None:
+    expected = (heads, 2 * kernel - 1, 2 * kernel - 1)
+    if tuple(rpb.shape) != expected:
+        raise ValueError(f"neighborhood attention: rpb has shape {tuple(rpb.shape)}, expected "
+                         f"[heads, 2k-1, 2k-1] = {list(expected)}")

@@ -1,0 +1,153 @@
+"""Evaluation samples of a StyleNAT checkpoint: the FID50k images, a grid, the throughput.
+
+As the official evaluation (src/evaluate.py, src/throughput.py): the EMA generator, z ~ N(0, I)
+without truncation, images un-normalised from ImageNet statistics and written as PNG the way
+`torchvision.utils.save_image(normalize=True, value_range=(0, 1))` writes them; throughput of
+the EMA generator at batch 1 in float32 with TF32, timed with CUDA events (Table 1, Fig. 3).
+
+Output folder:
+    images/<index>.png   the n_samples PNGs the FID reads (nothing else lies under images/)
+    grid.png             the first GRID_SIZE samples as one mosaic (figures)
+    sampling.json        seed, count, conversion, checkpoint and generator settings
+    throughput.json      images/s, timing protocol, parameter count, device
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sparsegen.io import atomic_dir, write_image, write_json
+from sparsegen.models.stylenat.layers import to_unit_range
+from sparsegen.models.stylenat.task import load_generator
+from sparsegen.provenance import device_description
+from sparsegen.timing import event_times, tf32
+
+IMAGES = "images"
+GRID = "grid.png"
+SAMPLING_JSON = "sampling.json"
+THROUGHPUT_JSON = "throughput.json"
+GRID_SIZE = 16       # samples in grid.png (a 4 x 4 mosaic)
+SAMPLE_BATCH = 8     # generator batch while writing samples (the official code used 4)
+CONVERSION = ("un-normalise ImageNet mean/std, clamp to [0, 1], x * 255 + 0.5, clamp to "
+              "[0, 255], truncate to uint8 (torchvision save_image, normalize=True, "
+              "value_range=(0, 1))")
+
+
+def to_png_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output [B, 3, H, W] (ImageNet-normalised) -> uint8 [B, H, W, 3], exactly as
+    the official `save_image(unnormalize(x), normalize=True, value_range=(0, 1))` quantises."""
+    x = to_unit_range(images.float())
+    return x.mul(255).add_(0.5).clamp_(0, 255).permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()
+
+
+def latents(n: int, style_dim: int, seed: int) -> torch.Tensor:
+    """z ~ N(0, I) [n, style_dim], drawn at once on the CPU from `seed` (so sample i does not
+    depend on the batch size or the device)."""
+    return torch.randn(n, style_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def mosaic(images: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> one uint8 image with `columns` images per row (blank cells black)."""
+    n, h, w, c = images.shape
+    rows = math.ceil(n / columns)
+    out = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        out[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
+    return out
+
+
+def sample_name(index: int, n: int) -> str:
+    return f"{index:0{max(6, len(str(n - 1)))}d}.png"
+
+
+def write_samples(generator: torch.nn.Module, z: torch.Tensor, folder: Path,
+                  device: torch.device, batch: int = SAMPLE_BATCH, workers: int = 1
+                  ) -> np.ndarray:
+    """Generate one PNG per row of z into `folder` (PNG encoding in `workers` threads); returns
+    the first GRID_SIZE images as uint8 [k, H, W, 3]."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, workers = len(z), max(1, workers)
+    first = []
+    pending: deque[Future[None]] = deque()
+    with (torch.inference_mode(), ThreadPoolExecutor(workers) as pool,
+          tqdm(total=n, desc="sample", unit="img", disable=None) as bar):
+        for start in range(0, n, batch):
+            images = to_png_uint8(generator(z[start:start + batch].to(device)))
+            if start < GRID_SIZE:
+                first.extend(images[:GRID_SIZE - start])
+            pending.extend(pool.submit(write_image, folder / sample_name(start + i, n), img)
+                           for i, img in enumerate(images))
+            while len(pending) > 2 * workers * batch:  # bounded memory when writing lags
+                pending.popleft().result()  # raises a writer's error here
+            bar.update(len(images))
+        while pending:
+            pending.popleft().result()
+    return np.stack(first)
+
+
+def parameter_count(generator: torch.nn.Module) -> int:
+    """Parameters of the generator (mapping + synthesis), as the official main.py counts."""
+    return sum(p.numel() for p in generator.parameters())
+
+
+def throughput(generator: torch.nn.Module, style_dim: int, device: torch.device, warmup: int,
+               repeats: int, seed: int) -> dict[str, Any]:
+    """Images per second at batch 1 (official src/throughput.py): `warmup` then `repeats` timed
+    forwards under inference mode with TF32 matmuls/convolutions and cuDNN autotuning (as the
+    official main.py sets globally); imgs/s = repeats / sum of per-forward times."""
+    z = latents(1, style_dim, seed).to(device)
+    with tf32(True, cudnn_benchmark=True):
+        times = event_times(lambda: generator(z), device, warmup, repeats)
+    cuda = device.type == "cuda"
+    return {
+        "img_per_s": repeats / sum(times),
+        "batch": 1, "warmup": warmup, "repeats": repeats,
+        "mean_s": float(np.mean(times)), "median_s": float(np.median(times)),
+        "std_s": float(np.std(times)),
+        "timer": "CUDA events per forward, synchronised" if cuda else "time.perf_counter",
+        "tf32": cuda, "cudnn_benchmark": cuda, "dtype": "float32", "inference_mode": True,
+        "z_seed": seed,
+    }
+
+
+def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: torch.device
+           ) -> None:
+    """Write images/, grid.png, sampling.json and throughput.json for one checkpoint.
+
+    The folder appears only when complete (written beside it, then renamed)."""
+    ev = settings["eval"]
+    n, seed = int(ev["n_samples"]), int(ev["sample_seed"])
+    generator, trained = load_generator(checkpoint, device)
+    model = trained["model"]
+    z = latents(n, model["style_dim"], seed)
+    with atomic_dir(out_dir) as tmp:
+        first = write_samples(generator, z, tmp / IMAGES, device,
+                              workers=torch.get_num_threads())
+        write_image(tmp / GRID, mosaic(first, columns=math.ceil(math.sqrt(len(first)))))
+        write_json(tmp / SAMPLING_JSON, {
+            "n_samples": n, "sample_seed": seed, "images": IMAGES, "format": "png",
+            "z": f"torch.randn({n}, {model['style_dim']}) from a CPU generator seeded "
+                 f"{seed}; no truncation",
+            "conversion": CONVERSION, "grid": {"file": GRID, "samples": len(first)},
+            "generator": "g_ema", "checkpoint": str(checkpoint),
+            "variant": trained.get("variant"), "model": model,
+        })
+        timing = throughput(generator, model["style_dim"], device,
+                            int(ev["throughput_warmup"]), int(ev["throughput_repeats"]), seed)
+        count = parameter_count(generator)
+        write_json(tmp / THROUGHPUT_JSON, {
+            **timing, "resolution": model["resolution"], "params": count,
+            "params_m": count / 1e6, "params_counted": "g_ema: mapping + synthesis",
+            "attention": model["attention"], "backend": model.get("backend"),
+            "device": device_description(device), "variant": trained.get("variant"),
+            "checkpoint": str(checkpoint),
+        })
