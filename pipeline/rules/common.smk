@@ -23,6 +23,7 @@ def _alternatives(names):
 wildcard_constraints:
     paper=_alternatives(config["papers"]),
     dataset=_alternatives(config["datasets"]),
+    source=_alternatives({d["source"] for d in config["datasets"].values()}),
     weightfile=_alternatives(WEIGHT_FILES),
 
 
@@ -52,6 +53,10 @@ def evaluate_settings(wildcards):
 def raw_dir(wildcards):
     """Where the fetched archives are (synthetic sources ignore it)."""
     return L.raw(wildcards.dataset)
+
+
+def source_raw_dir(wildcards):
+    return L.source_raw(wildcards.source)
 
 
 def prepare_inputs(wildcards):

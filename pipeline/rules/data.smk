@@ -2,15 +2,15 @@
 
 
 rule fetch_dataset:
+    """Download and verify one upstream source (shared by the datasets made from it)."""
     output:
-        L.receipt("{dataset}"),
+        L.source_receipt("{source}"),
     params:
-        settings=dataset_settings,
-        raw_dir=raw_dir,
+        raw_dir=source_raw_dir,
     log:
-        f"logs/fetch/{{dataset}}.log",
+        f"logs/fetch/{{source}}.log",
     benchmark:
-        f"benchmarks/fetch/{{dataset}}.jsonl"
+        f"benchmarks/fetch/{{source}}.jsonl"
     threads: 1
     conda:
         ENV
@@ -18,8 +18,8 @@ rule fetch_dataset:
         mem_mb=2000,
         runtime=24 * 60,
     shell:
-        "python -m sparsegen fetch dataset --name {wildcards.dataset} "
-        "--settings {params.settings:q} --raw-dir {params.raw_dir} --receipt {output} "
+        "python -m sparsegen fetch dataset --name {wildcards.source} "
+        "--raw-dir {params.raw_dir} --receipt {output} "
         "> {log} 2>&1"
 
 

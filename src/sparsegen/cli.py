@@ -71,7 +71,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     raw_dir = Path(args.raw_dir)
     sources.fetch(args.name[0], args.settings, raw_dir)
     files = sources.raw_files(args.name[0], args.settings, raw_dir)
-    write_json(args.receipt, {"dataset": args.name[0], "settings": args.settings,
+    write_json(args.receipt, {"source": args.name[0], "settings": args.settings,
                               "files": [{"path": str(f), "bytes": f.stat().st_size}
                                         for f in files]})
     return 0
@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = step("fetch", cmd_fetch, "download and verify a dataset or pretrained weights")
     sp.add_argument("what", choices=("dataset", "weights"))
-    sp.add_argument("--name", nargs="+", required=True)
+    sp.add_argument("--name", nargs="+", required=True,
+                    help="dataset: the upstream source (datasets.<name>.source); weights: names")
     sp.add_argument("--settings", type=_settings, default={})
     sp.add_argument("--raw-dir")
     sp.add_argument("--receipt", help="dataset: JSON listing the fetched files (rule output)")

@@ -54,11 +54,11 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
 
     for name in datasets_in_use(params):
-        if lay.is_real(name):
-            out[f"fetch-{name}"] = {
+        source = lay.source(name)
+        if lay.is_real(name) and f"fetch-{source}" not in out:
+            out[f"fetch-{source}"] = {
                 "cmd": _cmd(preset, [lay.receipt(name)]),
                 "deps": _code("data"),
-                "params": [f"datasets.{name}"],
                 # persist: an archive downloaded by hand and placed there survives `dvc repro`
                 "outs": [{lay.raw(name): {"persist": True}}],
             }

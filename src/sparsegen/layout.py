@@ -24,11 +24,22 @@ class Layout:
         # Wildcard patterns for Snakemake.
         self.run_pattern = self.runs + "/{paper}/{experiment}/{variant}"
 
+    # Raw downloads are per source, so datasets made from the same upstream files (FFHQ at 256
+    # and at 1024) share one download.
+    def source(self, dataset: str) -> str:
+        return self.params["datasets"][dataset]["source"]
+
+    def source_receipt(self, source: str) -> str:
+        return f"{self.raw_root}/{source}/fetched.json"
+
+    def source_raw(self, source: str) -> str:
+        return f"{self.raw_root}/{source}"
+
     def receipt(self, dataset: str) -> str:
-        return f"{self.raw_root}/{dataset}/fetched.json"
+        return self.source_receipt(self.source(dataset))
 
     def raw(self, dataset: str) -> str:
-        return f"{self.raw_root}/{dataset}"
+        return self.source_raw(self.source(dataset))
 
     def prepared(self, dataset: str) -> str:
         return f"{self.prepared_root}/{dataset}"

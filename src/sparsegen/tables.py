@@ -90,6 +90,7 @@ class Table:
     rows: dict[str, Row]
     cells: dict[str, dict[str, float | None]]      # printed values; None for a printed "-"
     sources: dict[str, dict[str, CellSource]]      # per-cell variant overrides
+    entry: str | None = None                       # the printed header of the row labels
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def _table(c: _Checker, tid: str, obj: Any) -> Table:
     if not re.fullmatch(r"[A-Za-z0-9]+", tid):
         raise c.fail(key, "table ids are the printed table numbers (letters and digits only)")
     obj = c.mapping(obj, key)
-    c.only(obj, key, {"caption", "layout", "protocol", "columns", "rows", "cells"})
+    c.only(obj, key, {"caption", "layout", "protocol", "columns", "rows", "cells", "entry"})
     layout = c.get(obj, "layout", key, str)
     if layout not in LAYOUTS:
         raise c.fail(f"{key}.layout", f"{layout!r} is not one of {list(LAYOUTS)}")
@@ -284,7 +285,8 @@ def _table(c: _Checker, tid: str, obj: Any) -> Table:
             if source is not None:
                 sources[rid][cid] = source
     return Table(id=tid, caption=c.get(obj, "caption", key, str), layout=layout,
-                 protocol=protocol, columns=columns, rows=rows, cells=cells, sources=sources)
+                 protocol=protocol, columns=columns, rows=rows, cells=cells, sources=sources,
+                 entry=c.get(obj, "entry", key, str, optional=True))
 
 
 def table_ids(claims_path: str | Path) -> list[str]:
@@ -521,7 +523,7 @@ def _column_md(col: Column) -> str:
 def render_markdown(claims: Claims, table: Table, cells: dict[str, dict[str, Cell]],
                     preset: str, commit: str, claims_display: str) -> str:
     legend = _legend(table, cells)
-    entry = "Method" if table.layout == "columns_are_entries" else "Model"
+    entry = table.entry or ("Method" if table.layout == "columns_are_entries" else "Model")
     grouped = any(row.group for row in table.rows.values())
     lines = [f"# {claims.title}: {table.caption}", ""]
     if legend.reasons:

@@ -3,6 +3,7 @@ smoke presets, layers' invariants, the wavelet discriminator."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -31,12 +32,16 @@ from sparsegen.models.stylenat.layers import (
     upfirdn2d,
 )
 
-VARIANTS = list(load_params()["stylenat"]["variants"])
+VARIANTS = list(_params("paper")["stylenat"]["variants"])
+
+
+@functools.cache
+def _params(preset: str) -> dict[str, Any]:
+    return load_params(overrides={"preset": preset})
 
 
 def model_settings(variant: str, preset: str) -> dict[str, Any]:
-    params = load_params(overrides={"preset": preset})
-    return resolve(params, "stylenat", variant, check=False)["model"]
+    return resolve(_params(preset), "stylenat", variant, check=False)["model"]
 
 
 def smoke_model(variant: str) -> dict[str, Any]:

@@ -36,8 +36,9 @@ def test_paper_preset_plans_every_job_without_data(repo_copy: Path, sh) -> None:
     params = load_params(repo_copy / "params.yaml", overrides={"preset": "paper"})
     n_variants = sum(len(params[p]["variants"]) for p in params["papers"])
     assert set(params["papers"]) == {"stya2k", "stylenat"}
-    # coco2014_train, wikiart; ffhq256, ffhq1024, lsun_church256
-    assert counts["fetch_dataset"] == counts["prepare_dataset"] == 5
+    # sources coco2014_train, wikiart, ffhq (one download for 256 and 1024), lsun_church_outdoor
+    assert counts["fetch_dataset"] == 4
+    assert counts["prepare_dataset"] == 5  # ... and ffhq256, ffhq1024, lsun_church256
     assert counts["train"] == counts["sample"] == counts["evaluate"] == n_variants
     assert counts["tabulate_stya2k"] == counts["tabulate_stylenat"] == 1
     assert counts["figures"] == 2

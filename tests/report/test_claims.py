@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,258 @@ def test_invalid_claims_name_file_and_key(tmp_path, edit, key, message):
 def test_missing_claims_file(tmp_path):
     with pytest.raises(ClaimsError, match="claims file not found"):
         load_claims(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# StyleNAT (arXiv 2211.05770): Tables 1-4 as printed ("-" is a null cell), and the generic
+# schema pieces they use: row groups, a cell from another variant, difference and setting
+# columns.
+
+STYLENAT = REPO_ROOT / "pipeline" / "claims" / "stylenat.yaml"
+SN_TABLE1 = """
+Convolutions|SWAGAN-Bi|5.22|4.06|-|-
+Convolutions|StyleGAN2|3.83|2.84|95.79|30.03
+Convolutions|StyleGAN3-T|-|2.70|-|-
+Convolutions|Projected GAN|3.39|-|-|-
+Convolutions|INSGAN|3.31|-|-|-
+Convolutions|StyleGAN-XL|2.19|2.02|14.29|67.93
+Transformers|GANFormer|7.42|-|-|-
+Transformers|GANFormer2|7.77|-|-|-
+Transformers|StyleSwin|2.81|5.07|30.20|48.93
+Transformers|HiT-L|2.58|6.37|20.67|97.46
+Transformers|StyleNAT (ours)|2.05|4.17|32.56|48.92
+"""
+SN_TABLE2 = """
+Diffusion|Diffusion StyleGAN2|3.17
+Diffusion|Diffusion ProjectedGAN|1.85
+Convs|SWAGAN-Bi|4.97
+Convs|StyleGAN2|3.86
+Convs|Projected GAN|1.59
+Transformer|TransGAN|8.94
+Transformer|Unleashing|4.07
+Transformer|StyleSwin|2.95
+Transformer|StyleNAT(ours)|3.40
+"""
+SN_TABLE3 = """
+StyleSwin|2.81|-
++ NA|2.74|-0.07
++ DiNA|2.24|-0.50
++ Flips|<b>2.05</b>|-0.19
++ Prog Di (4)|2.55|+0.50
+"""
+SN_TABLE4 = """
+2|4|23.33|-
+4|4|6.08|-17.25
+6|8|5.50|-0.58
+8|8|3.40|-2.10
+"""
+
+
+def printed_or_dash(table, row_id: str, col_id: str) -> tuple[str, str]:
+    value = table.cells[row_id][col_id]
+    if value is None:
+        return "-", ""
+    text, mark = printed(table, row_id, col_id)
+    sign = "+" if table.columns[col_id].difference_of and value > 0 else ""
+    return sign + text, mark
+
+
+def test_stylenat_every_cell_matches_the_paper():
+    claims = load_claims(STYLENAT)
+    assert table_ids(STYLENAT) == ["1", "2", "3", "4"]
+    for text, tid, grouped in ((SN_TABLE1, "1", True), (SN_TABLE2, "2", True),
+                               (SN_TABLE3, "3", False), (SN_TABLE4, "4", False)):
+        table = claims.tables[tid]
+        rows = []
+        for line in text.strip().splitlines():
+            fields = line.split("|")
+            group = fields.pop(0) if grouped else None
+            label, cells = parse("|".join(fields))[0]
+            rows.append((group, label, cells))
+        assert len(rows) == len(table.rows)
+        for (group, label, cells), (rid, row) in zip(rows, table.rows.items(), strict=True):
+            assert (row.group, row.label) == (group, label)
+            assert [printed_or_dash(table, rid, cid) for cid in table.columns] == cells
+    n_cells = sum(len(t.rows) * len(t.columns) for t in claims.tables.values())
+    assert n_cells == 11 * 4 + 9 * 1 + 5 * 2 + 4 * 3 == 75
+
+
+def test_stylenat_rows_map_to_variants_of_the_printed_configuration():
+    claims = load_claims(STYLENAT)
+    params = load_params(overrides={"preset": "paper"})
+    defined = set(params["stylenat"]["variants"])
+    for table in claims.tables.values():
+        assert (table.protocol["n_samples"], table.protocol["n_real"],
+                table.protocol["inception_size"]) == (50000, 50000, 299)
+        for rid, row in table.rows.items():
+            assert row.variant is None or row.variant in defined
+            for source in table.sources[rid].values():
+                assert source.variant is None or source.variant in defined
+        for col in table.columns.values():
+            assert col.metric in (None, "fid_legacy_pytorch", "throughput_img_s", "params_m")
+    t1, t2, t3, t4 = (claims.tables[k] for k in "1234")
+    reproduced = {rid: r.variant for rid, r in t1.rows.items() if r.variant}
+    assert reproduced == {"styleswin": "styleswin", "stylenat": "stylenat"}
+    assert t1.sources["stylenat"]["fid_1024"].variant == "ffhq1024"
+    assert t1.sources["styleswin"]["fid_1024"].not_reproduced
+    assert t1.columns["throughput"].hardware_bound
+    assert {r.variant for r in t2.rows.values()} == {None, "church_p8"}
+    assert [r.variant for r in t3.rows.values()] == ["styleswin", "na", "dina", "stylenat",
+                                                    "prog_di4"]
+    assert t3.columns["diff"].difference_of == t4.columns["diff"].difference_of == "fid"
+
+    def model(variant):
+        return resolve(params, "stylenat", variant, check=False)
+
+    assert model("stylenat")["model"]["resolution"] == 256
+    assert model("ffhq1024")["model"]["resolution"] == 1024
+    # Table 3: StyleSwin -> NA (both halves local) -> DiNA -> + Flips -> 4 partitions.
+    s = {r.variant: model(r.variant) for r in t3.rows.values()}
+    assert s["styleswin"]["model"]["attention"] == "swin"
+    assert s["na"]["model"]["dilations"] == "local"
+    assert [s[v]["train"]["hflip"] for v in ("styleswin", "na", "dina", "stylenat")] == [
+        False, False, False, True]
+    assert s["dina"]["model"] == s["stylenat"]["model"]
+    assert s["prog_di4"]["model"]["partitions"] == 4
+    # Table 4: the row label is the partition count, Min Heads the variant's setting.
+    for rid, row in t4.rows.items():
+        m = model(row.variant)
+        assert m["model"]["partitions"] == int(row.label)
+        assert m["model"]["min_heads"] == t4.cells[rid]["min_heads"]
+        assert m["data"]["images"] == "lsun_church256"
+    assert t4.columns["min_heads"].setting == "model.min_heads"
+
+
+def _stylenat_broken(tmp_path: Path, edit) -> Path:
+    doc = yaml.safe_load(STYLENAT.read_text())
+    edit(doc)
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    return path
+
+
+@pytest.mark.parametrize(("edit", "key", "message"), [
+    (lambda d: d["tables"]["1"]["cells"]["stylenat"].update(
+        fid_1024={"value": 4.17, "variant": "ffhq1024", "not_reproduced": "x"}),
+     "tables.1.cells.stylenat.fid_1024", "exactly one of `variant`"),
+    (lambda d: d["tables"]["3"]["cells"]["na"].update(diff={"value": -0.07, "variant": "na"}),
+     "tables.3.cells.na.diff", "only cells of a measured"),
+    (lambda d: d["tables"]["1"]["cells"]["stylenat"].update(fid_1024={"variant": "ffhq1024"}),
+     "tables.1.cells.stylenat.fid_1024.value", "missing"),
+    (lambda d: d["tables"]["1"]["cells"]["stylenat"].pop("params"),
+     "tables.1.cells.stylenat.params", "missing"),
+    (lambda d: d["tables"]["3"]["columns"]["diff"].update(difference_of="lpips"),
+     "tables.3.columns.diff.difference_of", "'lpips' is not a measured"),
+    (lambda d: d["tables"]["4"]["columns"]["min_heads"].update(metric="params_m"),
+     "tables.4.columns.min_heads", "exactly one"),
+    (lambda d: d["tables"]["2"]["protocol"].update(n_content=3),
+     "tables.2.protocol", "exactly one protocol kind"),
+    (lambda d: d["tables"]["2"]["protocol"].pop("n_real"),
+     "tables.2.protocol.n_real", "missing"),
+    (lambda d: d["tables"]["2"]["cells"]["stylenat"].update(fid="3.40"),
+     "tables.2.cells.stylenat.fid", "expected a number"),
+])
+def test_stylenat_schema_errors_name_file_and_key(tmp_path, edit, key, message):
+    path = _stylenat_broken(tmp_path, edit)
+    with pytest.raises(ClaimsError) as err:
+        load_claims(path)
+    text = str(err.value)
+    assert str(path) in text and f"{key}:" in text and message in text
+
+
+# Reproduced StyleNAT tables from fake metric records.
+
+SN_METRICS = ("fid_legacy_pytorch", "fid_clean", "throughput_img_s", "params_m")
+
+
+def _sn_records(tmp_path: Path, odd_fid: str | None = None) -> tuple[Path, dict[str, float]]:
+    """metrics.json for every StyleNAT variant: FID = 10 + index, distinct per variant; the
+    FID of `odd_fid` gets another protocol."""
+    from sparsegen.metrics.records import Measurement, ResultRecord, write_records
+
+    runs = tmp_path / "runs"
+    variants = list(load_params()["stylenat"]["variants"])
+    fids = {}
+    for i, v in enumerate(variants):
+        records = []
+        for j, metric in enumerate(SN_METRICS):
+            value = 10.0 + i + j / 10
+            protocol = {"n_a": 200, "mode": "other" if (v, metric) == (
+                odd_fid, "fid_legacy_pytorch") else "legacy_pytorch"}
+            rec = ResultRecord.from_measurement(metric, metric == "throughput_img_s",
+                                                Measurement(value, 200, protocol))
+            rec.source = {"paper": "stylenat", "variant": v, "preset": "smoke"}
+            rec.mark_non_comparable("synthetic data (smoke)")
+            records.append(rec)
+        fids[v] = 10.0 + i
+        write_records(runs / v / "metrics.json", records)
+    return runs, fids
+
+
+def _sn_csv(out: Path, tid: str) -> dict[tuple[str, str], dict[str, str]]:
+    import csv
+
+    with (out / f"stylenat_table{tid}.csv").open(newline="") as f:
+        return {(r["row"], r["column"]): r for r in csv.DictReader(f)}
+
+
+def test_stylenat_tables_resolve_cell_variants_differences_and_settings(tmp_path):
+    from sparsegen.cli import main
+
+    runs, fids = _sn_records(tmp_path)
+    out = tmp_path / "tables"
+    assert main(["tabulate", "--claims", str(STYLENAT), "--runs-dir", str(runs),
+                 "--out-dir", str(out), "--preset", "smoke"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"stylenat_table{n}.{ext}" for n in "1234" for ext in ("csv", "md")]
+    t1 = _sn_csv(out, "1")
+    assert float(t1["stylenat", "fid_256"]["reproduced_value"]) == fids["stylenat"]
+    assert float(t1["stylenat", "fid_1024"]["reproduced_value"]) == fids["ffhq1024"]
+    assert t1["stylenat", "fid_1024"]["variant"] == "ffhq1024"
+    assert t1["stylenat", "fid_256"]["variant"] == "stylenat"
+    assert t1["styleswin", "fid_1024"]["reproduced_value"] == ""
+    assert "256x256 only" in t1["styleswin", "fid_1024"]["not_reproduced"]
+    assert t1["swagan_bi", "throughput"]["paper_value"] == ""  # printed "-"
+    assert t1["stylenat", "throughput"]["paper_value"] == "32.56"
+    md1 = (out / "stylenat_table1.md").read_text()
+    assert f"{fids['ffhq1024']:.4f}<sup>" in md1 and "(`ffhq1024`)" in md1
+    assert "| Transformers | StyleNAT (ours) | `stylenat` | 2.05 |" in md1
+    assert "| Convolutions | StyleGAN3-T | — | - | — (n" in md1
+    assert "FID between 50000 generated and 50000 real images, Inception input 299x299" in md1
+    # Table 3: diff = FID of the row minus the row above, from the same protocol.
+    t3 = _sn_csv(out, "3")
+    order = ["styleswin", "na", "dina", "stylenat", "prog_di4"]
+    for rid, (before, here) in zip(["na", "dina", "flips", "prog_di"], pairwise(order),
+                                   strict=True):
+        cell = t3[rid, "diff"]
+        assert float(cell["reproduced_value"]) == pytest.approx(fids[here] - fids[before])
+        assert cell["fingerprint"] == t3[rid, "fid"]["fingerprint"]
+        assert cell["comparable"] == "False" and "synthetic data" in cell[
+            "non_comparable_reasons"]
+    assert t3["styleswin", "diff"]["reproduced_value"] == ""
+    assert t3["styleswin", "diff"]["paper_value"] == ""
+    assert t3["prog_di", "diff"]["paper_value"] == "0.50"
+    md3 = (out / "stylenat_table3.md").read_text()
+    assert "| + Prog Di (4) | `prog_di4` | 2.55 |" in md3 and "| +0.50 | +1.0000<sup>" in md3
+    assert "| + Flips | `stylenat` | **2.05** |" in md3
+    # Table 4: Min Heads is the printed setting; nothing is measured for it.
+    t4 = _sn_csv(out, "4")
+    assert t4["p6", "min_heads"]["paper_value"] == "8"
+    assert t4["p6", "min_heads"]["reproduced_value"] == ""
+    assert "model.min_heads" in t4["p6", "min_heads"]["not_reproduced"]
+    md4 = (out / "stylenat_table4.md").read_text()
+    assert "Min Heads (paper; setting `model.min_heads`)" in md4
+    assert "| 6 | `church_p6` | 8 | 5.50 |" in md4 and "| Partitions | Variant |" in md4
+
+
+def test_stylenat_difference_across_protocols_is_not_comparable(tmp_path):
+    from sparsegen.tables import tabulate
+
+    runs, _ = _sn_records(tmp_path, odd_fid="na")
+    tabulate(STYLENAT, runs, tmp_path / "tables", "smoke", "abc1234")
+    t3 = _sn_csv(tmp_path / "tables", "3")
+    for rid in ("na", "dina"):  # each differs the odd FID with a regular one
+        assert "different protocols" in t3[rid, "diff"]["non_comparable_reasons"]
+        assert t3[rid, "diff"]["fingerprint"] not in (t3[rid, "fid"]["fingerprint"],
+                                                      t3["flips", "fid"]["fingerprint"])
+    assert "different protocols" not in t3["flips", "diff"]["non_comparable_reasons"]

@@ -285,8 +285,8 @@ class FfhqSource:
                         stamps.pop(e.path, None)
                         failures.append(error)
         except _Stop as q:
-            raise self.unavailable(dataset, raw_dir, f"{q} (after {done} file(s) fetched; "
-                                   f"they are kept and verified)") from None
+            raise self.unavailable(dataset, raw_dir, f"{q} ({done} file(s) verified before "
+                                   f"that are kept and recorded)") from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             _write_verified(verified_path, stamps)
