@@ -32,8 +32,6 @@ from sparsegen.models.stylenat.layers import (
     upfirdn2d,
 )
 
-VARIANTS = list(_params("paper")["stylenat"]["variants"])
-
 
 @functools.cache
 def _params(preset: str) -> dict[str, Any]:
@@ -42,6 +40,9 @@ def _params(preset: str) -> dict[str, Any]:
 
 def model_settings(variant: str, preset: str) -> dict[str, Any]:
     return resolve(_params(preset), "stylenat", variant, check=False)["model"]
+
+
+VARIANTS = list(_params("paper")["stylenat"]["variants"])
 
 
 def smoke_model(variant: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 BACKENDS = ("auto", "torch", "flex", "natten")
 FLEX_BLOCK = 128  # Flex Attention's default tile: block-mask granularity (queries and keys)
+FLEX_MIN_DIM = 16  # compiled Flex on CUDA needs head_dim >= 16: smaller heads are zero-padded
 RECOMPILE_LIMIT = 64  # one compiled Flex graph per (shape, kernel) in a generator: 7-9 levels x
 #                       a few batch sizes exceed torch's default of 8
 
@@ -245,16 +246,19 @@ def _compiled_flex_attend():
 def _flex_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dilation: int,
              rpb: torch.Tensor | None, scale: float) -> torch.Tensor:
     b, h, w, heads = q.shape[:4]
+    dim_v = v.shape[-1]
     block_mask, geometry = _flex_geometry(h, w, kernel, dilation, q.device)
 
     def heads_first(t: torch.Tensor) -> torch.Tensor:
+        if q.is_cuda and t.shape[-1] < FLEX_MIN_DIM:  # zero channels change no dot product
+            t = F.pad(t, (0, FLEX_MIN_DIM - t.shape[-1]))
         return t.reshape(b, h * w, heads, -1).transpose(1, 2)
 
     attend = _compiled_flex_attend() if q.is_cuda else _flex_attend
     table = None if rpb is None else rpb.flatten(1)
     out = attend(heads_first(q), heads_first(k), heads_first(v), block_mask, geometry, table,
                  kernel, scale)
-    return out.transpose(1, 2).reshape(b, h, w, heads, -1)
+    return out[..., :dim_v].transpose(1, 2).reshape(b, h, w, heads, dim_v)
 
 
 # --- NATTEN ---------------------------------------------------------------------------------
