@@ -87,17 +87,23 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sparsegen.train import loop, schedules
+    """Train; under `torchrun --nproc_per_node N -m sparsegen train ...` every process is one
+    data-parallel rank (one GPU each), and rank 0 writes the checkpoints and the log."""
+    from sparsegen.train import distributed, loop, schedules
 
     s, device = _job(args)
-    task = _paper_module(s["paper"], "task").build_task(s, device)
-    t = s["train"]
-    cfg = loop.LoopConfig(iterations=t["iterations"], checkpoint_every=t["checkpoint_every"],
-                          log_every=t["log_every"], seed=s["seed"],
-                          lr_factor=schedules.from_settings(t), stop_after=args.stop_after,
-                          prefetch=max(2, args.threads))
-    complete = loop.run(task, cfg, s, Path(args.run_dir), Path(args.final), Path(args.log))
-    if not complete:
+    world, device = distributed.setup(device)
+    try:
+        task = _paper_module(s["paper"], "task").build_task(s, device)
+        t = s["train"]
+        cfg = loop.LoopConfig(iterations=t["iterations"], checkpoint_every=t["checkpoint_every"],
+                              log_every=t["log_every"], seed=s["seed"],
+                              lr_factor=schedules.from_settings(t), stop_after=args.stop_after,
+                              prefetch=max(2, args.threads))
+        complete = loop.run(task, cfg, s, Path(args.run_dir), Path(args.final), Path(args.log))
+    finally:
+        distributed.teardown()
+    if not complete and world.is_main:
         print(f"stopped after step {args.stop_after}; rerun the same command to resume")
     return 0
 

@@ -136,6 +136,7 @@ class Layout:
             "checkpoints": [self.run(paper, v, "final.pt") for v in variants],
             "logs": [self.run(paper, v, "train_log.csv") for v in variants],
             "samples": [self.run(paper, v, "samples") for v in variants],
+            "metrics": [self.run(paper, v, "metrics.json") for v in variants],  # e.g. Fig. 3
         }
 
     def claims(self, paper: str) -> str:

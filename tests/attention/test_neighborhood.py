@@ -51,16 +51,14 @@ def reference(q, k, v, kernel, dilation, rpb=None, scale=None):
     out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
     for y in range(h):
         for x in range(w):
-            pos = [(r, c) for r in window_1d(y, h, kernel, dilation)
-                   for c in window_1d(x, w, kernel, dilation)]
-            keys = torch.stack([k[:, r, c] for r, c in pos], 1)  # [B, kk, heads, D]
-            values = torch.stack([v[:, r, c] for r, c in pos], 1)
-            logits = torch.einsum("bhd,bnhd->bhn", q[:, y, x] * scale, keys)
+            rows, cols = zip(*[(r, c) for r in window_1d(y, h, kernel, dilation)
+                               for c in window_1d(x, w, kernel, dilation)], strict=True)
+            rows, cols = torch.tensor(rows), torch.tensor(cols)
+            logits = torch.einsum("bhd,bnhd->bhn", q[:, y, x] * scale, k[:, rows, cols])
             if rpb is not None:
-                logits = logits + torch.stack(
-                    [rpb[:, (r - y) // dilation + kernel - 1, (c - x) // dilation + kernel - 1]
-                     for r, c in pos], -1)
-            out[:, y, x] = torch.einsum("bhn,bnhd->bhd", logits.softmax(-1), values)
+                logits = logits + rpb[:, (rows - y) // dilation + kernel - 1,
+                                      (cols - x) // dilation + kernel - 1]
+            out[:, y, x] = torch.einsum("bhn,bnhd->bhd", logits.softmax(-1), v[:, rows, cols])
     return out
 
 
@@ -96,7 +94,7 @@ def test_natten_na2d_matches_reference_and_torch(h, w, kernel, dilation):
                           expected, atol=1e-5)
 
 
-@pytest.mark.parametrize(("h", "w", "kernel", "dilation"), [SHAPES[1], SHAPES[2], SHAPES[5]])
+@pytest.mark.parametrize(("h", "w", "kernel", "dilation"), [SHAPES[2], SHAPES[5]])
 def test_flex_backend_matches_reference_on_cpu(h, w, kernel, dilation):
     """Eager Flex on the CPU (forward only) with and without the bias in score_mod."""
     q, k, v = _qkv(h, w, dim=4)
@@ -104,6 +102,18 @@ def test_flex_backend_matches_reference_on_cpu(h, w, kernel, dilation):
     for bias in (None, rpb):
         out = neighborhood_attention(q, k, v, kernel, dilation, bias, backend="flex")
         assert torch.allclose(out, reference(q, k, v, kernel, dilation, bias), atol=1e-5)
+
+
+@pytest.mark.parametrize(("h", "w", "kernel", "dilation"),
+                         [(16, 32, 3, 2), (16, 32, 5, 1), (32, 48, 3, 2), (24, 16, 7, 1)])
+def test_flex_token_layouts_match_torch(h, w, kernel, dilation):
+    """Sides divisible by the dilation move the sub-grids into the batch; sub-grids of more
+    than one Flex tile with sides divisible by the 8x16 patch go patch by patch."""
+    q, k, v = _qkv(h, w, batch=1, dim=4)
+    rpb = _rpb(2, kernel)
+    assert torch.allclose(neighborhood_attention(q, k, v, kernel, dilation, rpb, backend="flex"),
+                          neighborhood_attention(q, k, v, kernel, dilation, rpb, backend="torch"),
+                          atol=1e-5)
 
 
 def test_explicit_scale_is_used():
@@ -155,15 +165,13 @@ def test_query_attention_map_matches_reference_weights():
 
 def test_gradcheck_torch_backend():
     """float64 gradients w.r.t. q, k, v and the bias, dilated and at borders."""
-    q, k, v = (t.requires_grad_() for t in _qkv(5, 6, heads=2, dim=3, batch=1,
+    q, k, v = (t.requires_grad_() for t in _qkv(4, 5, heads=2, dim=2, batch=1,
                                                   dtype=torch.float64))
-    rpb = _rpb(2, 2, torch.float64).requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda q, k, v, rpb: neighborhood_attention(q, k, v, 2, 2, rpb, backend="torch"),
-        (q, k, v, rpb))
-    assert torch.autograd.gradcheck(
-        lambda q, k, v, rpb: neighborhood_attention(q, k, v, 3, 1, rpb, backend="torch"),
-        (q, k, v, _rpb(2, 3, torch.float64).requires_grad_()))
+    for kernel, dilation in ((2, 2), (3, 1)):
+        rpb = _rpb(2, kernel, torch.float64).requires_grad_()
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, rpb, kernel=kernel, dilation=dilation: neighborhood_attention(
+                q, k, v, kernel, dilation, rpb, backend="torch"), (q, k, v, rpb))
 
 
 def test_dropout_is_applied_to_the_weights():

@@ -17,7 +17,7 @@ def region(p: int, side: int, window: int, shift: int) -> int:
 def reference(q, k, v, window, shift, rpb=None):
     """Per query pixel (original coordinates): roll the map by -shift, attend to the pixels of its
     window (rpb at key-minus-query + w-1; -100 on keys of another region when shifted)."""
-    _, h, w, heads, dim = q.shape
+    h, w, dim = q.shape[1], q.shape[2], q.shape[4]
     out = torch.zeros_like(v)
     for y in range(h):
         for x in range(w):

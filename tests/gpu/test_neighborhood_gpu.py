@@ -20,9 +20,10 @@ HAS_NATTEN = importlib.util.find_spec("natten") is not None
 
 # (H, W, kernel, dilation, head_dim): partial Flex tiles (H*W not a multiple of 128), dilated
 # sub-grids of unequal length, kernel == side (the 4x4 MHSA), the smoke preset's head_dim 4,
-# and a 64x64 level with the paper's kernel 7 and dilation 8.
+# a 64x64 level with the paper's kernel 7 at dilations 1 (tokens in 8x16 patches) and 8
+# (sub-grids in the batch), and both layouts at once.
 CASES = [(9, 13, 3, 1, 32), (24, 20, 3, 2, 32), (33, 47, 5, 3, 16), (4, 4, 4, 1, 32),
-         (16, 16, 7, 2, 4), (64, 64, 7, 8, 32)]
+         (16, 16, 7, 2, 4), (64, 64, 7, 1, 32), (64, 64, 7, 8, 32), (64, 128, 7, 2, 16)]
 
 
 @pytest.fixture(autouse=True)

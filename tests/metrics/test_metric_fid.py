@@ -228,6 +228,11 @@ def test_reference_features_are_cached_by_content(tmp_path, monkeypatch):
     ctx = MetricContext(weights_mode="random", weights_dir=tmp_path, batch_size=6)
     cache = tmp_path / "cache"
     options = {"input_size": 80, "cache_dir": cache, "reference_digests": digests}
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 2048, 16, stride=16), nn.Tanh(), nn.AdaptiveAvgPool2d(1))
+    # A small fixed extractor (the cache does not depend on the network; Inception is slow).
+    monkeypatch.setattr(fid, "build_extractor", lambda mode, weights, device: (
+        lambda x: net(x / 128 - 1).flatten(1), f"small:{mode}:{weights.sha256}"))
     computed = []
     original = fid.image_features
 

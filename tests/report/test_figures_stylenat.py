@@ -153,3 +153,29 @@ def test_training_curves_plot_every_variant_log(runs, tmp_path):
     assert set(lines) == set(SIDES)
     np.testing.assert_allclose(lines["church_p8"].get_xdata(), log["step"])
     np.testing.assert_allclose(lines["church_p8"].get_ydata(), log["g"])
+
+
+def test_notebook_takes_paths_and_calls_existing_figures():
+    import ast
+
+    import nbformat
+    import papermill
+
+    from sparsegen.provenance import REPO_ROOT
+
+    notebook = REPO_ROOT / "notebooks" / "stylenat.ipynb"
+    params = papermill.inspect_notebook(str(notebook))
+    assert set(params) == {"runs_dir", "figures_dir"}  # what pipeline/rules/figures.smk passes
+    assert all(p["inferred_type_name"] == "str" for p in params.values())
+    nb = nbformat.read(notebook, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    called = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            code = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+            called |= {node.attr for node in ast.walk(ast.parse(code))
+                       if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                       and node.value.id == "figures"}
+    assert called == {"figure_overview", "figure_fid_throughput", "figure_samples",
+                      "figure_attention", "figure_training_curves"}
+    assert all(callable(getattr(figs, name)) for name in called)

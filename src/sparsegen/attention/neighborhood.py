@@ -14,8 +14,10 @@ Backends:
 - "torch": plain PyTorch (CPU and GPU, autograd): neighbour indices are built once per
   (H, W, k, d, device) and cached; keys and values are gathered into [B, heads, H*W, k*k, D].
 - "flex": `torch.nn.attention.flex_attention` with a block mask built from the same neighbour sets
-  and a `score_mod` adding the RPB; compiled with `torch.compile` on CUDA, eager elsewhere (the
-  eager path is a dense reference; PyTorch has no Flex backward on the CPU).
+  (128 x 128 tiles of row-major tokens, cached per (H, W, k, d, device)) and a `score_mod` adding
+  the RPB; compiled with `torch.compile` on CUDA (head_dim < 16 is zero-padded to 16, the
+  compiled kernel's minimum), eager elsewhere (a dense reference; PyTorch has no Flex backward on
+  the CPU).
 - "natten": `natten.na2d` (NATTEN >= 0.20; it has no RPB). Without NATTEN's compiled kernels it
   runs NATTEN's own Flex path: forward only on the CPU, head_dim a power of two in [8, 512],
   float32/float16/bfloat16.
@@ -33,6 +35,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 BACKENDS = ("auto", "torch", "flex", "natten")
 FLEX_BLOCK = 128  # Flex Attention's default tile: block-mask granularity (queries and keys)
+FLEX_TILE = (8, 16)  # a Flex tile of tokens as a 2-D patch (rows, columns)
 FLEX_MIN_DIM = 16  # compiled Flex on CUDA needs head_dim >= 16: smaller heads are zero-padded
 RECOMPILE_LIMIT = 64  # one compiled Flex graph per (shape, kernel) in a generator: 7-9 levels x
 #                       a few batch sizes exceed torch's default of 8
@@ -108,7 +111,7 @@ def query_attention_map(q: torch.Tensor, k: torch.Tensor, query: tuple[int, int]
                                                                    q.device))
     logits = torch.einsum("bhd,bnhd->bhn", q[:, row, col] * scale, k.flatten(1, 2)[:, keys])
     if rpb is not None:
-        logits = logits + rpb.flatten(1)[:, bias]
+        logits = logits + rpb.flatten(1)[:, bias].to(logits.dtype)
     out = q.new_zeros(b, heads, h * w)
     out[:, :, keys] = logits.softmax(-1)
     return out.view(b, heads, h, w)
@@ -159,7 +162,7 @@ def _torch_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, di
     qf = q.reshape(b, n, heads, dim).transpose(1, 2).unsqueeze(-2) * scale  # [B, heads, N, 1, D]
     logits = (qf @ gathered(k).transpose(-1, -2)).squeeze(-2)  # [B, heads, N, kk]
     if rpb is not None:
-        logits = logits + rpb.flatten(1)[:, bias]
+        logits = logits + rpb.flatten(1)[:, bias].to(logits.dtype)
     attn = logits.softmax(-1)
     if dropout > 0:
         attn = F.dropout(attn, dropout)
@@ -170,21 +173,45 @@ def _torch_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, di
 # --- Flex Attention -------------------------------------------------------------------------
 
 
+def _flex_tile(height: int, width: int) -> tuple[int, int] | None:
+    """The 2-D patch of tokens laid out as one Flex tile (None: row-major order). A patch keeps
+    a tile's neighbourhoods compact, so far fewer key tiles are visited than with row-major
+    order, where a tile is a strip of a row."""
+    th, tw = FLEX_TILE
+    if height * width <= FLEX_BLOCK or height % th or width % tw:
+        return None
+    return FLEX_TILE
+
+
+def _tile_order(height: int, width: int, tile: tuple[int, int] | None) -> torch.Tensor:
+    """[H*W]: the row-major index of the token at each position of the Flex sequence."""
+    order = torch.arange(height * width)
+    if tile is None:
+        return order
+    th, tw = tile
+    return order.view(height // th, th, width // tw, tw).transpose(1, 2).flatten()
+
+
 @functools.lru_cache(maxsize=256)
-def _flex_geometry(height: int, width: int, kernel: int, dilation: int, device: torch.device
+def _flex_geometry(height: int, width: int, kernel: int, dilation: int,
+                   tile: tuple[int, int] | None, device: torch.device
                    ) -> tuple[BlockMask, torch.Tensor]:
-    """The block mask of the neighbour sets and, per position (row-major), its sub-grid residue,
-    sub-grid index and window start on each axis ([6, H*W]: rows then columns); cached."""
+    """The block mask of the neighbour sets and, per token of the Flex sequence (tokens in
+    `_tile_order`), its sub-grid residue, sub-grid index and window start on each axis
+    ([6, H*W]: rows then columns); cached."""
     n = height * width
-    pos = torch.arange(n)
-    geometry = torch.cat([torch.stack(_axis_windows(height, kernel, dilation))[:, pos // width],
-                          torch.stack(_axis_windows(width, kernel, dilation))[:, pos % width]])
+    order = _tile_order(height, width, tile)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n)
+    geometry = torch.cat([torch.stack(_axis_windows(height, kernel, dilation))[:, order // width],
+                          torch.stack(_axis_windows(width, kernel, dilation))[:, order % width]])
     # Which (query block, key block) tiles hold neighbour pairs, and which hold nothing else.
-    keys, _ = neighborhood_indices(height, width, kernel, dilation)
+    keys = rank[neighborhood_indices(height, width, kernel, dilation)[0][order]]
     blocks = -(-n // FLEX_BLOCK)
-    tile = (pos[:, None] // FLEX_BLOCK) * blocks + keys // FLEX_BLOCK
+    pair_tile = (torch.arange(n)[:, None] // FLEX_BLOCK) * blocks + keys // FLEX_BLOCK
     pairs = torch.zeros(blocks * blocks, dtype=torch.int64).index_add_(
-        0, tile.view(-1), torch.ones(tile.numel(), dtype=torch.int64)).view(blocks, blocks)
+        0, pair_tile.view(-1), torch.ones(pair_tile.numel(), dtype=torch.int64))
+    pairs = pairs.view(blocks, blocks)
     size = (n - torch.arange(blocks) * FLEX_BLOCK).clamp(max=FLEX_BLOCK)
     full = pairs == size[:, None] * size[None, :]
     geometry = geometry.to(device)
@@ -245,20 +272,30 @@ def _compiled_flex_attend():
 
 def _flex_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dilation: int,
              rpb: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Dilation d dividing both sides: the d*d sub-grids are independent NA problems (d = 1) on
+    (H/d) x (W/d) maps, moved into the batch as NATTEN does; tokens then go in `_flex_tile`
+    patches."""
     b, h, w, heads = q.shape[:4]
     dim_v = v.shape[-1]
-    block_mask, geometry = _flex_geometry(h, w, kernel, dilation, q.device)
+    d = dilation if h % dilation == 0 and w % dilation == 0 else 1
+    sh, sw = h // d, w // d
+    tile = _flex_tile(sh, sw)
+    th, tw = tile or (1, sw)
+    block_mask, geometry = _flex_geometry(sh, sw, kernel, dilation // d, tile, q.device)
 
-    def heads_first(t: torch.Tensor) -> torch.Tensor:
+    def sequence(t: torch.Tensor) -> torch.Tensor:  # -> [B * d * d, heads, H * W / d^2, D]
         if q.is_cuda and t.shape[-1] < FLEX_MIN_DIM:  # zero channels change no dot product
             t = F.pad(t, (0, FLEX_MIN_DIM - t.shape[-1]))
-        return t.reshape(b, h * w, heads, -1).transpose(1, 2)
+        t = t.reshape(b, sh // th, th, d, sw // tw, tw, d, heads, -1)
+        t = t.permute(0, 3, 6, 7, 1, 4, 2, 5, 8)
+        return t.reshape(b * d * d, heads, sh * sw, -1)
 
     attend = _compiled_flex_attend() if q.is_cuda else _flex_attend
     table = None if rpb is None else rpb.flatten(1)
-    out = attend(heads_first(q), heads_first(k), heads_first(v), block_mask, geometry, table,
-                 kernel, scale)
-    return out[..., :dim_v].transpose(1, 2).reshape(b, h, w, heads, dim_v)
+    out = attend(sequence(q), sequence(k), sequence(v), block_mask, geometry, table, kernel,
+                 scale)[..., :dim_v]
+    out = out.reshape(b, d, d, heads, sh // th, sw // tw, th, tw, dim_v)
+    return out.permute(0, 4, 6, 1, 5, 7, 2, 3, 8).reshape(b, h, w, heads, dim_v)
 
 
 # --- NATTEN ---------------------------------------------------------------------------------
