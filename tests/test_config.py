@@ -101,7 +101,7 @@ def test_stylenat_smoke_applies_after_the_variant(params: dict[str, Any]) -> Non
     assert church["model"]["resolution"] == params["stylenat"]["smoke"]["model"]["resolution"]
     assert church["datasets"]["images"]["name"] == "smoke_church"
     big = resolve(params, "stylenat", "ffhq1024")
-    assert big["model"]["resolution"] == 64 and big["datasets"]["images"]["name"] == "smoke_faces64"
+    assert big["model"]["resolution"] == 32 and big["datasets"]["images"]["name"] == "smoke_faces32"
     assert big["train"]["batch_size"] == params["stylenat"]["smoke"]["train"]["batch_size"]
     paper = resolve({**params, "preset": "paper"}, "stylenat", "ffhq1024")
     assert paper["model"]["resolution"] == 1024 and paper["train"]["batch_size"] == 4

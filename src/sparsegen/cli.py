@@ -208,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = step("train", cmd_train, "train one variant (resumes from its last checkpoint)", True)
     sp.add_argument("--run-dir", required=True)
     sp.add_argument("--final", required=True)
-    sp.add_argument("--log", required=True)
+    # torchrun's own parser rejects `--log` as an ambiguous prefix of its --log-dir: under
+    # torchrun spell it --train-log.
+    sp.add_argument("--log", "--train-log", dest="log", required=True, help="loss log (CSV)")
     sp.add_argument("--stop-after", type=int, default=None,
                     help="checkpoint and exit after this step (for time-limited jobs)")
 

@@ -116,6 +116,21 @@ def test_flex_token_layouts_match_torch(h, w, kernel, dilation):
                           atol=1e-5)
 
 
+@pytest.mark.parametrize(("h", "w", "kernel", "dilation"),
+                         [(9, 13, 4, 2), (32, 48, 3, 2), (24, 16, 7, 1)])
+def test_flex_bias_gradient_matches_torch(h, w, kernel, dilation):
+    """The bias table's gradient, computed beside Flex one kernel offset at a time (q, k, v
+    need no gradient here: PyTorch has no Flex backward on the CPU)."""
+    q, k, v = _qkv(h, w, batch=2, dim=4)
+    weight = torch.randn(2, h, w, 2, 4, generator=torch.Generator().manual_seed(2))
+    grads = []
+    for backend in ("flex", "torch"):
+        rpb = _rpb(2, kernel).requires_grad_()
+        out = neighborhood_attention(q, k, v, kernel, dilation, rpb, backend=backend)
+        grads.append(torch.autograd.grad((out * weight).sum(), rpb)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
 def test_explicit_scale_is_used():
     q, k, v = _qkv(6, 7, dtype=torch.float64)
     out = neighborhood_attention(q, k, v, 3, 2, scale=0.3, backend="torch")

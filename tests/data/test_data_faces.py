@@ -19,7 +19,7 @@ def _array(path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-@pytest.mark.parametrize("name", ["smoke_faces", "smoke_faces64", "smoke_church"])
+@pytest.mark.parametrize("name", ["smoke_faces", "smoke_faces32", "smoke_church"])
 def test_params_datasets_are_deterministic_and_all_train(tmp_path, name):
     settings = {**load_params()["datasets"][name], "n_train": 12}  # params: 200, same recipe
     assert settings["n_test"] == 0

@@ -13,11 +13,14 @@ logits = scale * q.k + rpb, softmax over the k*k neighbours.
 Backends:
 - "torch": plain PyTorch (CPU and GPU, autograd): neighbour indices are built once per
   (H, W, k, d, device) and cached; keys and values are gathered into [B, heads, H*W, k*k, D].
-- "flex": `torch.nn.attention.flex_attention` with a block mask built from the same neighbour sets
-  (128 x 128 tiles of row-major tokens, cached per (H, W, k, d, device)) and a `score_mod` adding
-  the RPB; compiled with `torch.compile` on CUDA (head_dim < 16 is zero-padded to 16, the
-  compiled kernel's minimum), eager elsewhere (a dense reference; PyTorch has no Flex backward on
-  the CPU).
+- "flex": `torch.nn.attention.flex_attention` with a block mask of the same neighbour sets (cached
+  per grid and device; the mask and the RPB `score_mod` compute coordinates arithmetically) and
+  the RPB gradient computed beside Flex (`_BiasGradient`); compiled with `torch.compile` on CUDA,
+  eager elsewhere (a dense reference; PyTorch has no Flex backward on the CPU, so only the RPB
+  gets gradients there). Layout as NATTEN's Flex path does: with d dividing both sides the d*d
+  sub-grids go into the batch (plain NA on each), and tokens go in 8 x 16 patches per 128-token
+  Flex tile where the sides allow, so a tile's neighbourhoods touch few key tiles. head_dim < 16
+  is zero-padded to 16 on CUDA (the compiled kernel's minimum).
 - "natten": `natten.na2d` (NATTEN >= 0.20; it has no RPB). Without NATTEN's compiled kernels it
   runs NATTEN's own Flex path: forward only on the CPU, head_dim a power of two in [8, 512],
   float32/float16/bfloat16.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -131,20 +135,20 @@ def neighborhood_indices(height: int, width: int, kernel_size: int, dilation: in
     return (keys.reshape(n, -1).to(device), bias.reshape(n, -1).to(device))
 
 
-def _axis_windows(length: int, kernel: int, dilation: int
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per position on one axis: its sub-grid (residue mod d), its index in that sub-grid and the
-    sub-grid index where its window starts, each [length]."""
-    pos = torch.arange(length)
+def _windows(pos: torch.Tensor, length: int, kernel: int, dilation: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For positions `pos` on an axis of `length`: their sub-grid (residue mod d), their index in
+    that sub-grid and the sub-grid index where their window starts (integer arithmetic only, so
+    it also runs inside Flex's mask_mod/score_mod)."""
     residue, sub = pos % dilation, pos // dilation
     sub_length = (length - residue + dilation - 1) // dilation
-    return residue, sub, torch.minimum((sub - kernel // 2).clamp_min(0), sub_length - kernel)
+    return residue, sub, torch.minimum((sub - kernel // 2).clamp(min=0), sub_length - kernel)
 
 
 def _axis_neighbours(length: int, kernel: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per position on one axis: its k neighbour positions and their offsets (key - query in
     sub-grid steps) + k - 1, both [length, k]."""
-    residue, sub, start = _axis_windows(length, kernel, dilation)
+    residue, sub, start = _windows(torch.arange(length), length, kernel, dilation)
     key_sub = start[:, None] + torch.arange(kernel)
     return residue[:, None] + dilation * key_sub, key_sub - sub[:, None] + kernel - 1
 
@@ -192,21 +196,50 @@ def _tile_order(height: int, width: int, tile: tuple[int, int] | None) -> torch.
     return order.view(height // th, th, width // tw, tw).transpose(1, 2).flatten()
 
 
+class _Grid(NamedTuple):
+    """A Flex sequence of H x W tokens: token order (`_tile_order`) and neighbourhood."""
+
+    height: int
+    width: int
+    kernel: int
+    dilation: int
+    tile: tuple[int, int] | None
+
+    def coords(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of the tokens at sequence positions `idx`."""
+        if self.tile is None:
+            return idx // self.width, idx % self.width
+        th, tw = self.tile
+        tile, within = idx // (th * tw), idx % (th * tw)
+        per_row = self.width // tw
+        return (tile // per_row) * th + within // tw, (tile % per_row) * tw + within % tw
+
+    def windows(self, idx: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], ...]:
+        """Per axis, `_windows` of the tokens at sequence positions `idx`."""
+        row, col = self.coords(idx)
+        return (_windows(row, self.height, self.kernel, self.dilation),
+                _windows(col, self.width, self.kernel, self.dilation))
+
+
+class _FlexLayout(NamedTuple):
+    """Everything Flex needs for one grid and device (tokens in `_tile_order`)."""
+
+    grid: _Grid
+    block_mask: BlockMask
+    keys: torch.Tensor  # [N, k*k]: sequence positions of each token's keys
+    bias: torch.Tensor  # [N, k*k]: their RPB entries in the flattened table
+
+
 @functools.lru_cache(maxsize=256)
-def _flex_geometry(height: int, width: int, kernel: int, dilation: int,
-                   tile: tuple[int, int] | None, device: torch.device
-                   ) -> tuple[BlockMask, torch.Tensor]:
-    """The block mask of the neighbour sets and, per token of the Flex sequence (tokens in
-    `_tile_order`), its sub-grid residue, sub-grid index and window start on each axis
-    ([6, H*W]: rows then columns); cached."""
+def _flex_layout(grid: _Grid, device: torch.device) -> _FlexLayout:
+    height, width, kernel, dilation, tile = grid
     n = height * width
     order = _tile_order(height, width, tile)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n)
-    geometry = torch.cat([torch.stack(_axis_windows(height, kernel, dilation))[:, order // width],
-                          torch.stack(_axis_windows(width, kernel, dilation))[:, order % width]])
+    keys, bias = neighborhood_indices(height, width, kernel, dilation)
+    keys, bias = rank[keys[order]], bias[order]
     # Which (query block, key block) tiles hold neighbour pairs, and which hold nothing else.
-    keys = rank[neighborhood_indices(height, width, kernel, dilation)[0][order]]
     blocks = -(-n // FLEX_BLOCK)
     pair_tile = (torch.arange(n)[:, None] // FLEX_BLOCK) * blocks + keys // FLEX_BLOCK
     pairs = torch.zeros(blocks * blocks, dtype=torch.int64).index_add_(
@@ -214,12 +247,10 @@ def _flex_geometry(height: int, width: int, kernel: int, dilation: int,
     pairs = pairs.view(blocks, blocks)
     size = (n - torch.arange(blocks) * FLEX_BLOCK).clamp(max=FLEX_BLOCK)
     full = pairs == size[:, None] * size[None, :]
-    geometry = geometry.to(device)
     mask = BlockMask.from_kv_blocks(*_kv_blocks((pairs > 0) & ~full, device),
                                     *_kv_blocks(full, device), BLOCK_SIZE=FLEX_BLOCK,
-                                    mask_mod=_neighbour_mask_mod(geometry, kernel),
-                                    seq_lengths=(n, n))
-    return mask, geometry
+                                    mask_mod=_neighbour_mask_mod(grid), seq_lengths=(n, n))
+    return _FlexLayout(grid, mask, keys.to(device), bias.to(device))
 
 
 def _kv_blocks(selected: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,44 +261,76 @@ def _kv_blocks(selected: torch.Tensor, device: torch.device) -> tuple[torch.Tens
             order.to(torch.int32)[None, None].to(device))
 
 
-def _neighbour_mask_mod(geometry: torch.Tensor, kernel: int):
-    """mask_mod: kv_idx lies in q_idx's sub-grid on both axes and inside its k x k window.
-    Indices past the sequence (Flex's padding of a partial tile) are clamped to stay in bounds."""
-    last = geometry.shape[1] - 1
+def _neighbour_mask_mod(grid: _Grid):
+    """mask_mod: kv_idx lies in q_idx's sub-grid on both axes and inside its k x k window
+    (indices past the sequence, Flex's padding of a partial tile, are not)."""
+    n = grid.height * grid.width
 
     def mask_mod(b, h, q_idx, kv_idx):
-        qi, ki = q_idx.clamp(max=last), kv_idx.clamp(max=last)
-        g = geometry
-        inside = [(g[a, qi] == g[a, ki]) & (g[a + 1, ki] >= g[a + 2, qi])
-                  & (g[a + 1, ki] < g[a + 2, qi] + kernel) for a in (0, 3)]
-        return inside[0] & inside[1] & (q_idx <= last) & (kv_idx <= last)
+        inside = q_idx < n
+        for (res_q, _, start), (res_k, sub_k, _) in zip(grid.windows(q_idx),
+                                                        grid.windows(kv_idx), strict=True):
+            inside = inside & (res_q == res_k) & (sub_k >= start) & (sub_k < start + grid.kernel)
+        return inside & (kv_idx < n)
 
     return mask_mod
 
 
 def _flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask,
-                 geometry: torch.Tensor, table: torch.Tensor | None, kernel: int, scale: float
-                 ) -> torch.Tensor:
+                 grid: _Grid, table: torch.Tensor | None, scale: float) -> torch.Tensor:
     """Flex Attention on [B, heads, N, D] with the RPB table [heads, (2k-1)^2] added by
     `score_mod` at the key-minus-query sub-grid offset."""
-    last, span = geometry.shape[1] - 1, 2 * kernel - 2
+    span = 2 * grid.kernel - 1
 
     def rpb(score, b, h, q_idx, kv_idx):
-        qi, ki = q_idx.clamp(max=last), kv_idx.clamp(max=last)
-        dy = (geometry[1, ki] - geometry[1, qi] + kernel - 1).clamp(0, span)
-        dx = (geometry[4, ki] - geometry[4, qi] + kernel - 1).clamp(0, span)
-        return score + table[h, dy * (span + 1) + dx]
+        (_, qy, _), (_, qx, _) = grid.windows(q_idx)
+        (_, ky, _), (_, kx, _) = grid.windows(kv_idx)
+        dy = (ky - qy + grid.kernel - 1).clamp(0, span - 1)  # clamped: masked pairs stay in
+        dx = (kx - qx + grid.kernel - 1).clamp(0, span - 1)  # the table
+        return score + table[h, dy * span + dx]
 
     return flex_attention(q, k, v, score_mod=None if table is None else rpb,
                           block_mask=block_mask, scale=scale)
 
 
+def _bias_gradient(grad_out: torch.Tensor, out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                   v: torch.Tensor, table: torch.Tensor, keys: torch.Tensor, bias: torch.Tensor,
+                   scale: float) -> torch.Tensor:
+    """dL/dT[h, o] = sum over (query, key) pairs whose bias entry is o of P (dO.v - dO.out):
+    the softmax backward restricted to the neighbour pairs, P recomputed from their logits."""
+    logits = (q.unsqueeze(-2) * k[:, :, keys]).sum(-1) * scale + table[:, bias]
+    dp = (grad_out.unsqueeze(-2) * v[:, :, keys]).sum(-1)
+    delta = (grad_out * out).sum(-1, keepdim=True)
+    score_grad = logits.softmax(-1) * (dp - delta)  # [B, heads, N, k*k]
+    return torch.zeros_like(table).index_add_(1, bias.flatten(), score_grad.sum(0).flatten(1))
+
+
 @functools.cache
-def _compiled_flex_attend():
+def _compiled(fn):
     import torch._dynamo.config as dynamo_config
 
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
-    return torch.compile(_flex_attend, dynamic=False)
+    return torch.compile(fn, dynamic=False)
+
+
+class _BiasGradient(torch.autograd.Function):
+    """Identity on the Flex output, whose backward adds the bias table's gradient
+    (`_bias_gradient`, compiled on CUDA). Flex's own gradient for a captured bias makes one
+    atomic add per computed score onto the small table, which serialises (10-30x slower)."""
+
+    @staticmethod
+    def forward(ctx, out, table, q, k, v, layout, scale):
+        ctx.save_for_backward(out, table, q, k, v)
+        ctx.layout, ctx.scale = layout, scale
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        out, table, q, k, v = ctx.saved_tensors
+        gradient = _compiled(_bias_gradient) if out.is_cuda else _bias_gradient
+        grad_table = gradient(grad_out, out, q, k, v, table, ctx.layout.keys, ctx.layout.bias,
+                              ctx.scale)
+        return grad_out, grad_table, None, None, None, None, None
 
 
 def _flex_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dilation: int,
@@ -281,7 +344,7 @@ def _flex_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dil
     sh, sw = h // d, w // d
     tile = _flex_tile(sh, sw)
     th, tw = tile or (1, sw)
-    block_mask, geometry = _flex_geometry(sh, sw, kernel, dilation // d, tile, q.device)
+    layout = _flex_layout(_Grid(sh, sw, kernel, dilation // d, tile), q.device)
 
     def sequence(t: torch.Tensor) -> torch.Tensor:  # -> [B * d * d, heads, H * W / d^2, D]
         if q.is_cuda and t.shape[-1] < FLEX_MIN_DIM:  # zero channels change no dot product
@@ -290,11 +353,15 @@ def _flex_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dil
         t = t.permute(0, 3, 6, 7, 1, 4, 2, 5, 8)
         return t.reshape(b * d * d, heads, sh * sw, -1)
 
-    attend = _compiled_flex_attend() if q.is_cuda else _flex_attend
+    attend = _compiled(_flex_attend) if q.is_cuda else _flex_attend
     table = None if rpb is None else rpb.flatten(1)
-    out = attend(sequence(q), sequence(k), sequence(v), block_mask, geometry, table, kernel,
-                 scale)[..., :dim_v]
-    out = out.reshape(b, d, d, heads, sh // th, sw // tw, th, tw, dim_v)
+    qs, ks, vs = sequence(q), sequence(k), sequence(v)
+    out = attend(qs, ks, vs, layout.block_mask, layout.grid,
+                 None if table is None else table.detach(), scale)
+    if table is not None and table.requires_grad and torch.is_grad_enabled():
+        out = _BiasGradient.apply(out, table, qs.detach(), ks.detach(), vs.detach(), layout,
+                                  scale)
+    out = out[..., :dim_v].reshape(b, d, d, heads, sh // th, sw // tw, th, tw, dim_v)
     return out.permute(0, 4, 6, 1, 5, 7, 2, 3, 8).reshape(b, h, w, heads, dim_v)
 
 

@@ -8,6 +8,7 @@ helper here is a no-op, so a single process behaves exactly as it always did.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+_DDP_ARGUMENTS = frozenset(inspect.signature(DistributedDataParallel.__init__).parameters)
 
 
 @dataclass(frozen=True)
@@ -97,17 +99,23 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap(module: nn.Module, device: torch.device, find_unused_parameters: bool = False
-         ) -> nn.Module:
+def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     """`module` in DistributedDataParallel when several ranks train, else `module` itself.
 
-    Buffers are not re-broadcast at every forward (as StyleSwin/StyleNAT): ranks start from
-    rank 0's state and their buffers evolve identically."""
+    Every parameter must receive a gradient in every backward through the wrapper (there is
+    no unused-parameter search; a network frozen for a whole step is fine). Buffers are not
+    re-broadcast at every forward (as StyleSwin/StyleNAT): ranks start from the same buffers
+    and update them identically. Where torch has `forward_sync_buffers`, DDP also copies rank
+    0's buffers at the start; older torch's `broadcast_buffers=False` does not, and relies on
+    every rank building the module from the same seed (as `cmd_train` does)."""
     if not active():
         return module
+    key = "forward_sync_buffers"
+    if key not in _DDP_ARGUMENTS:  # older torch
+        key = "broadcast_buffers"
     return DistributedDataParallel(
         module, device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False, find_unused_parameters=find_unused_parameters)
+        **{key: False})
 
 
 def unwrap(module: nn.Module) -> nn.Module:

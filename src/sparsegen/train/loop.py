@@ -104,7 +104,7 @@ def _stream(rank: int, kind: int) -> int:
     return 2 * rank + kind
 
 
-def _batches(task: TrainTask, seed: int, steps: range, prefetch: int, rank: int = 0
+def _batches(task: TrainTask, seed: int, steps: range, prefetch: int, rank: int
              ) -> Iterator[Any]:
     """Batches of `steps` in order; each drawn from a generator seeded by (seed, step, rank)
     alone, so loading them ahead in threads changes nothing but the wall time."""
@@ -131,8 +131,7 @@ def _resume_point(ckpt_dir: Path, settings: dict[str, Any], task: TrainTask,
     Every rank reads it; rank 0 alone moves a checkpoint of other settings aside, once all
     ranks have read it."""
     last = ckpt_dir / LAST
-    found = last.exists()
-    ckpt = checkpoint.load(last) if found else None
+    ckpt = checkpoint.load(last) if last.exists() else None
     distributed.barrier()
     if ckpt is None:
         return 0

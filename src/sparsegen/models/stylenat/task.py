@@ -86,9 +86,10 @@ class StyleNATTask:
         self.checkpoint_extra = {"world_size": world.world_size,
                                  "global_batch": world.world_size
                                  * settings["train"]["batch_size"]}
-        # Forward passes go through DDP wrappers when several ranks train (no-ops otherwise);
-        # the official code lets DDP search G's graph for unused parameters.
-        self.g = distributed.wrap(self.generator, device, find_unused_parameters=True)
+        # Forward passes go through DDP wrappers when several ranks train (no-ops otherwise).
+        # The official code lets DDP search G's graph for unused parameters; every parameter
+        # of this G reaches the image (all params.yaml variants), so no search is needed.
+        self.g = distributed.wrap(self.generator, device)
         self.d = distributed.wrap(self.discriminator, device)
 
     @cached_property
