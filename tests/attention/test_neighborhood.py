@@ -231,3 +231,15 @@ def test_natten_head_dim_limit_is_explained():
     q, k, v = _qkv(6, 9, dim=4)
     with pytest.raises(ValueError, match=r"head_dim 4, .*power of two in \[8, 512\]"):
         neighborhood_attention(q, k, v, 3, backend="natten")
+
+
+def test_patterns_cached_during_inference_serve_training() -> None:
+    """Sampling (inference mode) may build a grid's index tensors first; a training step on the
+    same grid must still be able to save them for backward."""
+    q, k, v = (torch.randn(1, 11, 6, 2, 4) for _ in range(3))  # a grid no other test uses
+    rpb = torch.zeros(2, 5, 5, requires_grad=True)
+    with torch.inference_mode():
+        neighborhood_attention(q, k, v, 3, 2, rpb.detach(), backend="torch")
+    q.requires_grad_(True)
+    neighborhood_attention(q, k, v, 3, 2, rpb, backend="torch").sum().backward()
+    assert q.grad is not None and rpb.grad is not None and rpb.grad.abs().sum() > 0

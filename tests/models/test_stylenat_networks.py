@@ -103,8 +103,9 @@ def test_progressive_and_local_partitions():
 
 def test_uneven_partitions_give_tail_heads_the_remainder():
     m = smoke_model("church_p6")  # 8 heads, 6 partitions
-    assert arch.heads(m, 32) == 8 and len(arch.dilations(m, 32)) == 6
-    attn = build_generator(m).attention_layers()["32.0"]
+    side = m["resolution"]
+    assert arch.heads(m, side) == 8 and len(arch.dilations(m, side)) == 6
+    attn = build_generator(m).attention_layers()[f"{side}.0"]
     assert attn.head_splits == [1, 1, 1, 1, 2, 2]
     assert [t.shape[0] for t in attn.rpb] == [1, 1, 1, 1, 2, 2]
 

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from sparsegen.attention.tensor_cache import tensor_cache
+
 BACKENDS = ("auto", "torch", "flex", "natten")
 FLEX_BLOCK = 128  # Flex Attention's default tile: block-mask granularity (queries and keys)
 FLEX_TILE = (8, 16)  # a Flex tile of tokens as a 2-D patch (rows, columns)
@@ -121,7 +123,7 @@ def query_attention_map(q: torch.Tensor, k: torch.Tensor, query: tuple[int, int]
     return out.view(b, heads, h, w)
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def neighborhood_indices(height: int, width: int, kernel_size: int, dilation: int = 1,
                          device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(keys, bias) [H*W, k*k] int64: for each query (row-major), the row-major indices of its
@@ -230,7 +232,7 @@ class _FlexLayout(NamedTuple):
     bias: torch.Tensor  # [N, k*k]: their RPB entries in the flattened table
 
 
-@functools.lru_cache(maxsize=256)
+@tensor_cache(maxsize=256)
 def _flex_layout(grid: _Grid, device: torch.device) -> _FlexLayout:
     height, width, kernel, dilation, tile = grid
     n = height * width

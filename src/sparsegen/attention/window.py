@@ -10,11 +10,11 @@ same parameter count)."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sparsegen.attention.tensor_cache import tensor_cache
 
 SHIFT_MASK = -100.0  # StyleSwin's additive logit between cyclic-shift regions (not -inf)
 
@@ -67,7 +67,7 @@ def _untiles(t: torch.Tensor, h: int, w: int, heads: int, window: int) -> torch.
     return t.permute(0, 1, 4, 2, 5, 3, 6).reshape(t.shape[0], h, w, heads, -1)
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _relative_index(window: int, device: torch.device) -> torch.Tensor:
     """[L, L] (L = window^2, row-major): flattened table entry of key j seen from query i."""
     y, x = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
@@ -77,7 +77,7 @@ def _relative_index(window: int, device: torch.device) -> torch.Tensor:
     return (dy * (2 * window - 1) + dx).to(device)
 
 
-@functools.lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _shift_mask(h: int, w: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
     """[tiles, L, L]: 0 within one region of the rolled map, SHIFT_MASK across regions. Regions
     per axis: [0, side-window), [side-window, side-shift), [side-shift, side)."""
