@@ -93,7 +93,7 @@ def test_checkpoint_carries_settings_commit_and_versions(tmp_path: Path) -> None
     _train(tmp_path)
     ckpt = checkpoint.load(tmp_path / "final.pt")
     assert ckpt["settings"] == SETTINGS
-    assert ckpt["extra"] == {"task": "toy"}
+    assert ckpt["extra"] == {"task": "toy", "world_size": 1}
     assert ckpt["step"] == 20
     assert ckpt["git_commit"]
     assert "torch" in ckpt["versions"]
@@ -130,3 +130,16 @@ def test_linear_schedule(step: int, expected: float) -> None:
 def test_step_schedule() -> None:
     f = schedules.step_decay(decay_start=2, every=1, gamma=0.3)
     assert [round(f(s), 6) for s in range(5)] == [1.0, 1.0, 0.3, 0.09, 0.027]
+
+
+def test_resume_with_another_process_count_is_reported(tmp_path: Path, capsys) -> None:
+    _train(tmp_path, stop_after=5)
+    last = tmp_path / "ckpt" / loop.LAST
+    ckpt = checkpoint.load(last)
+    assert ckpt["extra"]["world_size"] == 1
+    ckpt["extra"]["world_size"] = 2  # as if written under torchrun --nproc_per_node 2
+    torch.save(ckpt, last)
+    capsys.readouterr()
+    assert _train(tmp_path)
+    out = capsys.readouterr().out
+    assert "written by a run of 2 process(es), this run has 1" in out

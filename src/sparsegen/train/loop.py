@@ -145,6 +145,11 @@ def _resume_point(ckpt_dir: Path, settings: dict[str, Any], task: TrainTask,
     checkpoint.restore(ckpt, task.modules, task.optimizers)
     if world.is_main:
         tqdm.write(f"resuming from {last} at step {ckpt['step']}")
+        trained_on = ckpt.get("extra", {}).get("world_size", 1)
+        if trained_on != world.world_size:
+            tqdm.write(f"warning: {last} was written by a run of {trained_on} process(es), this "
+                       f"run has {world.world_size}: the global batch and the batches drawn "
+                       "from here on differ from an uninterrupted run")
     return int(ckpt["step"])
 
 
@@ -172,6 +177,7 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
     returns True; returns False when `stop_after` ended this invocation early. Under torchrun
     every rank calls this; the logged losses are averaged over ranks."""
     world = distributed.current()
+    extra = {**task.checkpoint_extra, "world_size": world.world_size}  # checked on resume
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "ckpt"
     if world.is_main:
@@ -201,7 +207,7 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
             if world.is_main:
                 log.flush()
             _save(ckpt_dir / LAST, world, step=done, modules=task.modules,
-                  optimizers=task.optimizers, settings=settings, extra=task.checkpoint_extra)
+                  optimizers=task.optimizers, settings=settings, extra=extra)
         if stop_now:
             bar.close()
             batches.close()
@@ -210,5 +216,5 @@ def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str
     if world.is_main:
         log.flush()
     _save(Path(final_path), world, step=cfg.iterations, modules=task.modules, optimizers={},
-          settings=settings, extra=task.checkpoint_extra)
+          settings=settings, extra=extra)
     return True
