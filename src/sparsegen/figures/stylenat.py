@@ -120,7 +120,7 @@ def measured_points(runs_dir: Path, variants: dict[str, str] = MEASURED) -> list
         where = speed.protocol.get("device", speed.device)
         flag = "" if records[FID].comparable else ", not comparable"
         points.append(BubblePoint(
-            f"{name} (ours: {speed.source.get('preset', '?')}, {where}{flag})",
+            f"{name} (ours)\n{speed.source.get('preset', '?')}, {where}{flag}",
             speed.value, records[FID].value, records["params_m"].value, measured=True))
     return points
 
@@ -130,7 +130,7 @@ def fid_throughput_plot(points: Sequence[BubblePoint]) -> Figure:
     The y axis is logarithmic when the FIDs span more than a factor of 20 (smoke runs)."""
     if not points:
         raise ValueError("Fig. 3 needs at least one point")
-    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    fig = Figure(figsize=(8.0, 4.8), layout="constrained")
     ax = fig.subplots()
     for measured, style in ((False, {"alpha": 0.45}),
                             (True, {"facecolors": "none", "edgecolors": "C3", "linewidths": 1.5})):
@@ -140,11 +140,15 @@ def fid_throughput_plot(points: Sequence[BubblePoint]) -> Figure:
                        s=[BUBBLE_AREA * p.params_m for p in group],
                        label="ours" if measured else "paper (Table 1)", **style)
     ours = [p for p in points if p.measured]
+    right = max(p.throughput for p in points)
     for p in points:
-        lift = 4 + 20 * ours.index(p) if p.measured else 4  # stagger our labels (one corner)
+        lift = 4 + 28 * ours.index(p) if p.measured else 4  # stagger our labels (one corner)
+        east = p.throughput > 0.6 * right  # labels of points near the right edge go left
         ax.annotate(f"{p.label}\n{p.params_m:.2f}M", (p.throughput, p.fid), fontsize=7,
-                    xytext=(4, -lift if p.measured else lift), textcoords="offset points",
+                    xytext=(-4 if east else 4, -lift if p.measured else lift),
+                    textcoords="offset points", ha="right" if east else "left",
                     va="top" if p.measured else "bottom")
+    ax.margins(x=0.12, y=0.3)
     fids = [p.fid for p in points]
     if min(fids) > 0 and max(fids) / min(fids) > 20:
         ax.set_yscale("log")
