@@ -98,7 +98,7 @@ def test_paper_points_are_the_fully_printed_table1_rows():
 def test_fid_throughput_bubbles(runs, tmp_path):
     measured = figs.measured_points(runs)
     assert [p.label for p in measured] == [
-        "StyleNAT (ours: smoke, NVIDIA H100 80GB HBM3, not comparable)",
+        "StyleNAT (ours)\nsmoke, NVIDIA H100 80GB HBM3, not comparable",
         "StyleSwin (ours: smoke, NVIDIA H100 80GB HBM3, not comparable)"]
     assert (measured[0].throughput, measured[0].fid, measured[0].params_m) == (5.0, 100.0, 0.5)
     fig = figs.figure_fid_throughput(runs, tmp_path)
@@ -113,7 +113,7 @@ def test_fid_throughput_bubbles(runs, tmp_path):
     np.testing.assert_allclose(ours.get_sizes(), [figs.BUBBLE_AREA * 0.5,
                                                   figs.BUBBLE_AREA * 0.8])
     assert ax.get_yscale() == "log"  # FIDs 2.05 .. 103 span more than 20x
-    assert any("StyleNAT (ours: smoke" in t.get_text() for t in ax.texts)
+    assert any("StyleNAT (ours)\nsmoke" in t.get_text() for t in ax.texts)
     assert figs.fid_throughput_plot(points).axes[0].get_yscale() == "linear"
     with pytest.raises(ValueError, match="at least one point"):
         figs.fid_throughput_plot([])
