@@ -99,7 +99,7 @@ def test_fid_throughput_bubbles(runs, tmp_path):
     measured = figs.measured_points(runs)
     assert [p.label for p in measured] == [
         "StyleNAT (ours)\nsmoke, NVIDIA H100 80GB HBM3, not comparable",
-        "StyleSwin (ours: smoke, NVIDIA H100 80GB HBM3, not comparable)"]
+        "StyleSwin (ours)\nsmoke, NVIDIA H100 80GB HBM3, not comparable"]
     assert (measured[0].throughput, measured[0].fid, measured[0].params_m) == (5.0, 100.0, 0.5)
     fig = figs.figure_fid_throughput(runs, tmp_path)
     assert (tmp_path / "fig3_fid_throughput.png").is_file()
