@@ -47,7 +47,7 @@ from sparsegen.layout import Layout
 from sparsegen.models.stylenat import architecture
 from sparsegen.models.stylenat.generator import build_generator
 from sparsegen.provenance import library_versions
-from sparsegen.timing import synchronize
+from sparsegen.timing import event_times, synchronize, tf32
 from sparsegen.train.seeding import resolve_device
 
 log = logging.getLogger(__name__)
@@ -114,38 +114,15 @@ def plan_for(device: torch.device, sizes: Sequence[int] | None = None) -> Plan:
 def official_flags(device: torch.device) -> Iterator[str]:
     """TF32 matmuls and cuDNN convolutions and cuDNN autotuning, as StyleNAT's main.py sets them
     globally; yields the precision label written into every row. Restored afterwards."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.benchmark)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
-    try:
+    with tf32(True, cudnn_benchmark=True):
         yield "fp32 tensors, tf32 matmul+conv" if device.type == "cuda" else "fp32"
-    finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.benchmark) = saved
 
 
 def pass_times_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
                   ) -> list[float]:
-    """Milliseconds of each timed call: on CUDA an event pair around every call followed by a
-    synchronize (the official throughput loop), on the CPU the wall clock."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
+    """Milliseconds of each timed call (`sparsegen.timing.event_times`: CUDA events around
+    every call followed by a synchronize, as the official throughput loop; wall clock on CPU)."""
+    return [t * 1e3 for t in event_times(fn, device, warmup, repeats)]
 
 
 def measure_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
