@@ -193,15 +193,22 @@ def _column(c: _Checker, cid: str, obj: Any, key: str, row_ids: set[str]) -> Col
     )
 
 
+def _variant_or_reason(c: _Checker, obj: dict[str, Any], key: str
+                       ) -> tuple[str | None, str | None]:
+    """(variant, not_reproduced): exactly one of the two is given."""
+    variant = c.get(obj, "variant", key, str, optional=True)
+    not_reproduced = c.get(obj, "not_reproduced", key, str, optional=True)
+    if (variant is None) == (not_reproduced is None):
+        raise c.fail(key, "give exactly one of `variant` and `not_reproduced`")
+    return variant, not_reproduced
+
+
 def _row(c: _Checker, rid: str, obj: Any, key: str) -> Row:
     obj = c.mapping(obj, key)
     c.only(obj, key, {"label", "variant", "not_reproduced", "group"})
     if "variant" not in obj:
         raise c.fail(f"{key}.variant", "required key is missing (null when not reproduced)")
-    variant = c.get(obj, "variant", key, str, optional=True)
-    not_reproduced = c.get(obj, "not_reproduced", key, str, optional=True)
-    if (variant is None) == (not_reproduced is None):
-        raise c.fail(key, "give exactly one of `variant` and `not_reproduced`")
+    variant, not_reproduced = _variant_or_reason(c, obj, key)
     return Row(id=rid, label=c.get(obj, "label", key, str), variant=variant,
                not_reproduced=not_reproduced,
                group=c.get(obj, "group", key, str, optional=True))
@@ -229,10 +236,7 @@ def _cell(c: _Checker, obj: Any, key: str, col: Column
         c.only(obj, key, {"value", "variant", "not_reproduced"})
         if "value" not in obj:
             raise c.fail(f"{key}.value", "required key is missing (null for a printed '-')")
-        variant = c.get(obj, "variant", key, str, optional=True)
-        not_reproduced = c.get(obj, "not_reproduced", key, str, optional=True)
-        if (variant is None) == (not_reproduced is None):
-            raise c.fail(key, "give exactly one of `variant` and `not_reproduced`")
+        variant, not_reproduced = _variant_or_reason(c, obj, key)
         if col.metric is None:
             raise c.fail(key, "only cells of a measured (`metric`) column name their own source")
         source = CellSource(variant, not_reproduced)

@@ -26,14 +26,6 @@ CASES = [(9, 13, 3, 1, 32), (24, 20, 3, 2, 32), (33, 47, 5, 3, 16), (4, 4, 4, 1,
          (16, 16, 7, 2, 4), (64, 64, 7, 1, 32), (64, 64, 7, 8, 32), (64, 128, 7, 2, 16)]
 
 
-@pytest.fixture(autouse=True)
-def _fp32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _inputs(h, w, kernel, head_dim, heads=4, batch=2, seed=0):
     gen = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(batch, h, w, heads, head_dim, generator=gen) for _ in range(3))

@@ -21,14 +21,6 @@ def _settings(variant: str) -> dict:
                    variant)
 
 
-@pytest.fixture(autouse=True)
-def _fp32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 @pytest.mark.parametrize("variant", ["full", "all_to_all", "adaattn", "wo_pa_step1"])
 def test_fused_equals_materialised_and_cpu(variant: str) -> None:
     net = build_network(_settings(variant)).eval()

@@ -1,4 +1,5 @@
-"""Tiny prepared content/style datasets and StyA2K settings for CPU tests."""
+"""Tiny prepared content/style datasets and StyA2K settings, and StyleNAT smoke settings, for
+CPU tests."""
 
 from __future__ import annotations
 
@@ -71,4 +72,13 @@ def settings(prepared: Path, tmp_path: Path) -> dict[str, Any]:
     s["train"].update(batch_size=2, iterations=4, load_size=80, crop_size=64,
                       checkpoint_every=2, log_every=1, decay_start=4)
     s["eval"].update(n_content=2, n_style=3, size=64, timing_warmup=0, timing_repeats=1)
+    return s
+
+
+@pytest.fixture(scope="module")
+def smoke() -> dict[str, Any]:
+    """The smoke preset's StyleNAT settings, on the CPU with the torch attention backend."""
+    s = resolve(load_params(overrides={"preset": "smoke"}), "stylenat", "stylenat")
+    s["model"]["backend"] = "torch"
+    s["device"] = "cpu"
     return s

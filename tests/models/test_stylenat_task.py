@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import torch
 
-from sparsegen.config import load_params, resolve
 from sparsegen.data import sources
 from sparsegen.data.images import load_rgb
 from sparsegen.models.stylenat import augment
@@ -133,15 +132,6 @@ def test_draw_is_seeded_per_sample_and_in_range() -> None:
 
 
 # -------------------------------------------------------------------------------- the task
-
-
-@pytest.fixture(scope="module")
-def smoke() -> dict[str, Any]:
-    """The smoke preset's StyleNAT settings, on the CPU with the torch attention backend."""
-    s = resolve(load_params(overrides={"preset": "smoke"}), "stylenat", "stylenat")
-    s["model"]["backend"] = "torch"
-    s["device"] = "cpu"
-    return s
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-from sparsegen.config import load_params, resolve
 from sparsegen.data import sources
 from sparsegen.data.images import load_rgb
 from sparsegen.data.manifest import read_manifest
@@ -30,15 +29,6 @@ from sparsegen.train import checkpoint, distributed, loop, schedules
 
 CPU = torch.device("cpu")
 N_FAKE, FID_INPUT = 64, 75  # 64 samples vs 128 faces; the smallest Inception input side
-
-
-@pytest.fixture(scope="module")
-def smoke() -> dict[str, Any]:
-    """The smoke preset's StyleNAT settings, on the CPU with the torch attention backend."""
-    s = resolve(load_params(overrides={"preset": "smoke"}), "stylenat", "stylenat")
-    s["model"]["backend"] = "torch"
-    s["device"] = "cpu"
-    return s
 
 
 @pytest.fixture(scope="module")

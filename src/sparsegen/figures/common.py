@@ -61,6 +61,21 @@ def overlay(ax: Axes, image: np.ndarray, heat: np.ndarray, title: str,
     ax.set_yticks([])
 
 
+def read_training_logs(runs_dir: Path, required: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Every variant's train_log.csv under `runs_dir` by variant name; each must hold the
+    `required` columns."""
+    logs = {}
+    for path in sorted(Path(runs_dir).glob("*/train_log.csv")):
+        log = pd.read_csv(path)
+        missing = [c for c in required if c not in log]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}")
+        logs[path.parent.name] = log
+    if not logs:
+        raise FileNotFoundError(f"{runs_dir}: no */train_log.csv")
+    return logs
+
+
 def training_curves(logs: Mapping[str, pd.DataFrame], columns: Sequence[str], x: str = "step"
                     ) -> Figure:
     """One panel per logged column, one line per run (e.g. per variant)."""

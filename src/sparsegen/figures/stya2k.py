@@ -18,7 +18,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from sparsegen.data.images import load_rgb, to_uint8
-from sparsegen.figures.common import image_grid, overlay, save_png, training_curves
+from sparsegen.figures.common import (
+    image_grid,
+    overlay,
+    read_training_logs,
+    save_png,
+    training_curves,
+)
 from sparsegen.io import read_image
 
 SAMPLE_COLUMNS = ("id", "content_id", "style_id", "output", "content_path", "style_path")
@@ -106,16 +112,7 @@ def figure_a2k_vs_all_to_all(runs_dir: Path, figures_dir: Path, n_pairs: int = 4
 
 def figure_training_curves(runs_dir: Path, figures_dir: Path) -> Figure:
     """Loss terms of Eq. 17 against step for every variant with a train_log.csv."""
-    logs = {}
-    for path in sorted(Path(runs_dir).glob("*/train_log.csv")):
-        log = pd.read_csv(path)
-        missing = [c for c in ("step", *LOSS_COLUMNS) if c not in log]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}")
-        logs[path.parent.name] = log
-    if not logs:
-        raise FileNotFoundError(f"{runs_dir}: no */train_log.csv")
-    fig = training_curves(logs, LOSS_COLUMNS)
+    fig = training_curves(read_training_logs(runs_dir, ("step", *LOSS_COLUMNS)), LOSS_COLUMNS)
     save_png(fig, Path(figures_dir) / "training_curves.png")
     return fig
 

@@ -15,11 +15,16 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from sparsegen.figures.common import image_grid, overlay, save_png, training_curves
+from sparsegen.figures.common import (
+    image_grid,
+    overlay,
+    read_training_logs,
+    save_png,
+    training_curves,
+)
 from sparsegen.io import read_image
 from sparsegen.metrics.records import ResultRecord, read_records
 from sparsegen.provenance import REPO_ROOT
@@ -264,15 +269,7 @@ def figure_attention(runs_dir: Path, figures_dir: Path, variant: str = "stylenat
 
 def figure_training_curves(runs_dir: Path, figures_dir: Path) -> Figure:
     """G and D losses (and R1 / bCR where logged) against step for every variant."""
-    logs = {}
-    for path in sorted(Path(runs_dir).glob("*/train_log.csv")):
-        log = pd.read_csv(path)
-        missing = [c for c in ("step", "g", "d") if c not in log]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}")
-        logs[path.parent.name] = log
-    if not logs:
-        raise FileNotFoundError(f"{runs_dir}: no */train_log.csv")
+    logs = read_training_logs(runs_dir, ("step", "g", "d"))
     columns = [c for c in LOSS_COLUMNS if any(c in log and log[c].notna().any()
                                               for log in logs.values())]
     fig = training_curves(logs, columns)
