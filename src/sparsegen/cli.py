@@ -68,10 +68,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from sparsegen.data import sources
     from sparsegen.io import write_json
 
-    raw_dir = Path(args.raw_dir)
-    sources.fetch(args.name[0], args.settings, raw_dir)
-    files = sources.raw_files(args.name[0], args.settings, raw_dir)
-    write_json(args.receipt, {"source": args.name[0], "settings": args.settings,
+    source, raw_dir = args.name[0], Path(args.raw_dir)
+    sources.fetch(source, {"source": source}, raw_dir)
+    files = sources.raw_files(source, {"source": source}, raw_dir)
+    write_json(args.receipt, {"source": source,
                               "files": [{"path": str(f), "bytes": f.stat().st_size}
                                         for f in files]})
     return 0
@@ -195,7 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("what", choices=("dataset", "weights"))
     sp.add_argument("--name", nargs="+", required=True,
                     help="dataset: the upstream source (datasets.<name>.source); weights: names")
-    sp.add_argument("--settings", type=_settings, default={})
     sp.add_argument("--raw-dir")
     sp.add_argument("--receipt", help="dataset: JSON listing the fetched files (rule output)")
     sp.add_argument("--dest", default="data/weights")
