@@ -1,18 +1,17 @@
-"""Fetch one URL to a file: streamed, with a progress bar, verified, moved into place atomically.
+"""Fetch one URL to a file: streamed, with progress, verified, moved into place atomically.
 
 Shared by dataset and weights fetching. Nothing in the pipeline calls this implicitly."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
+import urllib.parse
 import urllib.request
-from pathlib import Path
-
-from tqdm import tqdm
+from pathlib import Path, PurePosixPath
 
 from sparsegen.io import atomic_path
+from sparsegen.progress import Progress
 
 
 class DownloadError(RuntimeError):
@@ -50,20 +49,24 @@ def check_file(path: str | Path, *, size: int | None = None, sha256: str | None 
 
 def download(url: str, dest: str | Path, *, timeout: float = 60.0, size: int | None = None,
              sha256: str | None = None, md5: str | None = None,
-             sha256_prefix: str | None = None) -> str:
+             sha256_prefix: str | None = None, progress: bool = True,
+             desc: str | None = None) -> str:
     """Download `url` (http, https or file://) to `dest`, verify it, return its sha256.
 
     The bytes land in a temporary file beside `dest` and replace it only after verification,
-    so an interrupted or corrupt download never leaves a file that looks complete."""
+    so an interrupted or corrupt download never leaves a file that looks complete. Progress
+    in bytes is shown as `desc` (default "download <last part of the URL>"); `progress=False`
+    shows none, for a fetch of many files that reports its own overall progress."""
     dest = Path(dest)
+    name = PurePosixPath(urllib.parse.urlparse(url).path).name or dest.name
     request = urllib.request.Request(url, headers={"User-Agent": "sparsegen"})
     try:
         with atomic_path(dest) as tmp:
             with urllib.request.urlopen(request, timeout=timeout) as response, \
                     open(tmp, "wb") as out:
                 total = int(response.headers.get("Content-Length") or 0) or size
-                with tqdm(total=total, unit="B", unit_scale=True, disable=None,
-                          desc=os.path.basename(dest)) as bar:
+                with Progress(total, desc or f"download {name}", unit="B", unit_scale=True,
+                              disable=not progress) as bar:
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
                         bar.update(len(chunk))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sparsegen import progress
 from sparsegen.data import ffhq, sources
 from sparsegen.data.manifest import read_manifest
 from sparsegen.provenance import sha256_file
@@ -104,6 +105,32 @@ def test_fetch_downloads_verifies_and_records(source, upstream, tmp_path):
     assert sources.raw_files("ffhq256", _settings(256), raw) == [json_path, raw / ffhq.IMAGES,
                                                                  raw / ffhq.VERIFIED]
     assert all(p.exists() for p in sources.raw_files("ffhq256", _settings(256), raw))
+
+
+def test_fetch_reports_one_overall_progress(source, upstream, tmp_path, capsys, monkeypatch):
+    made = []
+    real_init = progress.Progress.__init__
+
+    def recording_init(self, total, desc="", **kw):
+        made.append((desc, total, kw.get("disable", False)))
+        real_init(self, total, desc, **kw)
+
+    monkeypatch.setattr(progress.Progress, "__init__", recording_init)
+    monkeypatch.setenv(progress.ENV_MODE, "lines")
+    monkeypatch.setenv(progress.ENV_INTERVAL, "0")  # a line at every update
+    capsys.readouterr()
+    sources.fetch("ffhq256", _settings(256), tmp_path / "raw")
+    shown = [(desc, total) for desc, total, disabled in made if not disabled]
+    assert shown == [(f"download {ffhq.METADATA}", upstream["json_size"]), ("fetch ffhq256", N)]
+    assert sum(disabled for *_, disabled in made) == N  # the per-image downloads: silent
+    lines = capsys.readouterr().err.splitlines()
+    fetch = [x for x in lines if x.startswith("fetch ffhq256: ")]
+    assert len(fetch) == N + 1  # one per image at interval 0, one at the end
+    assert all(x.startswith((f"download {ffhq.METADATA}: ", "fetch ffhq256: ")) for x in lines)
+    data = progress.format_size(sum(e["image"]["file_size"] for e in upstream["meta"].values()))
+    assert fetch[0].startswith(f"fetch ffhq256: 1/{N} img ({100 / N:.1f}%) · ")
+    assert fetch[-1].startswith(f"fetch ffhq256: {N}/{N} img (100.0%) · ")
+    assert fetch[-1].endswith(f" · done · data={data}/{data}")
 
 
 def test_refetch_skips_verified_files_and_checks_hand_placed_ones(source, upstream, tmp_path,

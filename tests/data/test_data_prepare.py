@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sparsegen import progress
 from sparsegen.config import ParamsError
 from sparsegen.data import prepare, sources
 from sparsegen.data.manifest import read_manifest
@@ -108,3 +109,15 @@ def test_real_and_synthetic_sources():
     assert not sources.is_real("smoke_content") and not sources.is_real("smoke_style")
     with pytest.raises(ParamsError, match="'imagenet' is not one of"):
         sources.is_real("imagenet")
+
+
+def test_prepare_reports_progress_lines_in_a_log(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(progress.ENV_MODE, "lines")
+    monkeypatch.setenv(progress.ENV_INTERVAL, "0")  # a line at every image
+    capsys.readouterr()
+    sources.prepare("smoke_style", SMOKE, None, tmp_path / "out")
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("prepare ")]
+    n = SMOKE["n_train"] + SMOKE["n_test"]
+    assert len(lines) == n + 1
+    assert lines[-1].startswith(f"prepare smoke_style: {n}/{n} img (100.0%) · ")
+    assert lines[-1].endswith(" · done")

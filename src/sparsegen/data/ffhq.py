@@ -25,12 +25,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from sparsegen.data.archives import DatasetUnavailable, recorded_sha256, sidecar
 from sparsegen.data.prepare import Item, lanczos
 from sparsegen.download import DownloadError, check_file, download
 from sparsegen.io import atomic_path, read_image, write_text
+from sparsegen.progress import Progress, format_size
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +117,14 @@ def _direct(url: str) -> str:
             if file_id else url)
 
 
-def _fetch_file(url: str, dest: Path, size: int | None, md5: str | None) -> str:
+def _fetch_file(url: str, dest: Path, size: int | None, md5: str | None, *,
+                progress: bool = False) -> str:
     """Download, verify size and MD5; return the sha256. Bad bytes raise DownloadError, a
-    failed connection or an HTML page from Drive raise _Stop."""
+    failed connection or an HTML page from Drive raise _Stop. No progress of its own unless
+    asked: the image fetch reports one overall progress."""
     with atomic_path(dest) as tmp:
         try:
-            download(_direct(url), tmp)
+            download(_direct(url), tmp, progress=progress, desc=f"download {dest.name}")
         except DownloadError as e:
             raise _Stop(str(e)) from None
         try:
@@ -227,7 +228,7 @@ class FfhqSource:
             else:
                 log.info("%s: downloading %s", dataset, METADATA)
                 digest = _fetch_file(self.metadata_url, path, self.metadata_size,
-                                     self.metadata_md5)
+                                     self.metadata_md5, progress=True)
         except DownloadError as e:
             raise self.unavailable(dataset, raw_dir, str(e)) from None
         recorded = recorded_sha256(path)
@@ -271,11 +272,12 @@ class FfhqSource:
 
         failures: list[str] = []
         done = 0
+        size_done, size_total = 0, format_size(sum(e.size for e in todo))
         pool = ThreadPoolExecutor(THREADS)
         try:
-            with tqdm(total=len(todo), desc=f"fetch {dataset}", unit="img", disable=None) as bar:
+            # One progress for all files (the per-file downloads show none): images and bytes.
+            with Progress(len(todo), f"fetch {dataset}", unit="img") as bar:
                 for e, error in pool.map(one, todo):
-                    bar.update(1)
                     if error is None:
                         stamps[e.path] = _stamp(raw_dir / e.path, e.md5)
                         done += 1
@@ -284,6 +286,13 @@ class FfhqSource:
                     else:
                         stamps.pop(e.path, None)
                         failures.append(error)
+                    size_done += e.size
+                    status: dict[str, object] = {
+                        "data": f"{format_size(size_done)}/{size_total}"}
+                    if failures:
+                        status["failed"] = len(failures)
+                    bar.set_postfix(status)
+                    bar.update(1)
         except _Stop as q:
             raise self.unavailable(dataset, raw_dir, f"{q} ({done} file(s) verified before "
                                    f"that are kept and recorded)") from None

@@ -9,7 +9,6 @@ and renamed into place, so a crash never leaves a folder that looks complete.
 from __future__ import annotations
 
 import logging
-import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from sparsegen.config import ParamsError
 from sparsegen.data.images import resize, to_tensor, to_uint8
 from sparsegen.data.manifest import write_manifest
 from sparsegen.io import ImageReadError, atomic_dir, write_image, write_json
+from sparsegen.progress import Progress
 from sparsegen.provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -130,8 +129,7 @@ def write_dataset(dataset: str, items: Sequence[Item], settings: Mapping[str, An
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # parallel over images instead; avoids oversubscribing the cores
     with atomic_dir(out_dir) as root:
-        bar = tqdm(total=len(todo), desc=f"prepare {dataset}", unit="img",
-                   mininterval=0.5 if sys.stderr.isatty() else 60.0)
+        bar = Progress(len(todo), f"prepare {dataset}", unit="img")
         pool = ThreadPoolExecutor(workers) if workers > 1 else None
         try:
             rows = []
