@@ -24,6 +24,7 @@ from sparsegen.attention.all_to_key import (
     inspect_query,
     progressive,
 )
+from sparsegen.models.stya2k.losses import StyA2KLoss
 from sparsegen.nets.feature_stats import mean_variance_norm
 
 F64 = torch.float64
@@ -108,9 +109,87 @@ def test_parameter_free_targets_are_the_module_without_learnable_convs(da_form):
     fc, fs = torch.randn(2, 8, 4, 6, dtype=F64), torch.randn(2, 8, 6, 4, dtype=F64)
     target = a2k_star(mean_variance_norm(fc), mean_variance_norm(fs), fs, fc, spec)
     assert torch.allclose(module(fc, fs), target)
-    # A2K* and AdaA2K* are plain functions of the features: no parameter can reach them
-    assert not any(isinstance(f, torch.nn.Module) for f in (a2k_star, adaa2k_star))
-    assert not adaa2k_star(fc, fs, fs, fc, spec).requires_grad
+
+
+# --- the loss targets carry no gradient (Eq. 15-16) ------------------------------------------
+
+_TOY_LAYERS = ("relu1_1", "relu2_1", "relu3_1")  # 16x16, 8x8, 4x4 maps of 8 channels
+
+
+class _ToyStyleNet(torch.nn.Module):
+    """A trainable stand-in for encoder, A2K module and decoder: I_cs = D(M(E(I_c), E(I_s))).
+
+    The encoder is trainable here (VGG is frozen in StyA2K), so that its parameters reach both
+    sides of Eq. 15/16: the prediction E(I_cs) and, unless the targets are detached, the
+    targets M*(E(I_c), E(I_s))."""
+
+    def __init__(self, spec: A2KSpec) -> None:
+        super().__init__()
+        self.enc = torch.nn.ModuleList([torch.nn.Conv2d(3, 8, 3, padding=1),
+                                        torch.nn.Conv2d(8, 8, 3, padding=1),
+                                        torch.nn.Conv2d(8, 8, 3, padding=1)])
+        self.a2k = AllToKeyAttention(8, spec)
+        self.dec = torch.nn.Conv2d(8, 3, 1)
+
+    def encode(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats, x = {}, image
+        for i, (layer, conv) in enumerate(zip(_TOY_LAYERS, self.enc, strict=True)):
+            x = torch.relu(conv(x if i == 0 else torch.nn.functional.avg_pool2d(x, 2)))
+            feats[layer] = x
+        return feats
+
+    def stylise(self, content: dict[str, torch.Tensor], style: dict[str, torch.Tensor]
+                ) -> torch.Tensor:
+        fcs = self.a2k(content["relu3_1"], style["relu3_1"])
+        return self.dec(torch.nn.functional.interpolate(fcs, scale_factor=4.0))
+
+
+def _loss_grads(net: _ToyStyleNet, loss: StyA2KLoss, images: tuple[torch.Tensor, torch.Tensor],
+                detach_inputs: bool) -> dict[str, torch.Tensor]:
+    net.zero_grad(set_to_none=True)
+    content, style = (net.encode(x) for x in images)
+    out = net.encode(net.stylise(content, style))
+    if detach_inputs:  # the reference: targets built from constants
+        content = {k: v.detach() for k, v in content.items()}
+        style = {k: v.detach() for k, v in style.items()}
+    loss(out, content, style)["loss"].backward()
+    return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("target_keys", ["same_layer", "multi_layer"])
+@pytest.mark.parametrize(("lambda_a2k", "lambda_adaa2k"), [(1.0, 0.0), (0.0, 1.0)])
+def test_no_parameter_gets_gradient_through_the_loss_targets(target_keys, lambda_a2k,
+                                                             lambda_adaa2k):
+    """L_A2K* / L_AdaA2K* backpropagate into the network only through E(I_cs): the gradients
+    equal those obtained with the target inputs detached, and the targets have no grad_fn."""
+    model = {"transform": "a2k", "block_sizes": {"relu2_1": 4, "relu3_1": 2},
+             "block_mode": "size", "heads": 2, "distributed": True, "progressive": True,
+             "pa_step1": True, "da_form": "dilated"}
+    loss = StyA2KLoss(model, {"lambda_global": 0.0, "lambda_a2k": lambda_a2k,
+                              "lambda_adaa2k": lambda_adaa2k, "distance": "mse",
+                              "global_layers": list(_TOY_LAYERS),
+                              "feature_layers": ["relu2_1", "relu3_1"],
+                              "target_keys": target_keys})
+    net = _ToyStyleNet(A2KSpec(block=2, heads=2)).double()
+    images = (torch.rand(2, 3, 16, 16, dtype=F64), torch.rand(2, 3, 16, 16, dtype=F64))
+
+    content, style = (net.encode(x) for x in images)
+    assert content["relu2_1"].requires_grad and style["relu3_1"].requires_grad
+    targets = loss.targets(content, style)
+    assert sorted(targets) == ["relu2_1", "relu3_1"]
+    attached = [(layer, form) for layer, pair in targets.items()
+                for form, t in zip(("A2K*", "AdaA2K*"), pair, strict=True)
+                if t is not None and (t.grad_fn is not None or t.requires_grad)]
+    assert attached == []
+
+    got = _loss_grads(net, loss, images, detach_inputs=False)
+    expected = _loss_grads(net, loss, images, detach_inputs=True)
+    # not vacuous: the encoder does learn, through the prediction side
+    assert all(expected[f"enc.{i}.weight"].abs().sum() > 0 for i in range(3))
+    differ = [name for name, grad in expected.items()
+              if not torch.allclose(got[name], grad, rtol=1e-9, atol=1e-12)]
+    assert differ == []
 
 
 @pytest.mark.parametrize("heads", [1, 8])
