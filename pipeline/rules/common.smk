@@ -1,5 +1,6 @@
 # Paths, resolved job settings and input functions shared by the rule files. Paths and job
 # inputs come from sparsegen.layout, which also generates dvc.yaml: the two tools cannot drift.
+# Papers come from the registry (sparsegen.papers), through the Layout.
 import json
 import re
 from pathlib import Path
@@ -36,9 +37,11 @@ def dataset_settings(wildcards):
 
 
 def job_settings(wildcards, unit):
-    """The settings a job receives, plus which weights its networks load (file or random)."""
+    """The settings a job receives, which weights its networks load (file or random) and the
+    fingerprint of the code it runs (a code edit changes the params: Snakemake reruns it)."""
     settings = sg.unit_settings(config, wildcards.paper, wildcards.variant, unit)
     settings["weights_state"] = L.weights_state(wildcards.paper, wildcards.variant, unit)
+    settings["code"] = L.code_fingerprint(wildcards.paper, unit)
     return as_json(settings)
 
 
@@ -83,6 +86,11 @@ def figure_inputs(wildcards):
     return L.figure_inputs(wildcards.paper)
 
 
+def code_of(unit):
+    """Params function: the fingerprint of the code a paper's `unit` job runs."""
+    return lambda wildcards: L.code_fingerprint(getattr(wildcards, "paper", None), unit)
+
+
 def output_dir(wildcards, output):
     return str(Path(output[0]).parent)
 
@@ -94,10 +102,6 @@ def metrics_root(wildcards, input):
 
 def paper_runs_dir(wildcards):
     return L.paper_runs(wildcards.paper)
-
-
-def paper_metrics(paper):
-    return [L.run(paper, v, "metrics.json") for v in config[paper]["variants"]]
 
 
 def all_tables():

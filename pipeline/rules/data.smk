@@ -18,7 +18,7 @@ rule fetch_dataset:
         mem_mb=2000,
         runtime=24 * 60,
     shell:
-        "python -m sparsegen fetch dataset --name {wildcards.source} "
+        "python -m sparsegen fetch dataset --source {wildcards.source} "
         "--raw-dir {params.raw_dir} --receipt {output} "
         "> {log} 2>&1"
 

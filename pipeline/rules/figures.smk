@@ -10,6 +10,7 @@ rule figures:
         figures=directory(L.figures("{paper}")),
     params:
         runs_dir=paper_runs_dir,
+        code=code_of("figures"),
     log:
         f"{L.logs}/{{paper}}/figures.log",
     benchmark:
@@ -23,4 +24,4 @@ rule figures:
     shell:
         "python -m sparsegen figures --notebook {input.notebook} --out-ipynb {output.ipynb} "
         "--out-html {output.html} --param runs_dir={params.runs_dir} "
-        "--param figures_dir={output.figures} > {log} 2>&1"
+        "--param figures_dir={output.figures} --param claims={input.claims} > {log} 2>&1"

@@ -10,6 +10,7 @@ rule report:
     params:
         results=output_dir,
         preset=PRESET,
+        code=L.code_fingerprint(None, "report"),
     log:
         f"{L.logs}/report.log",
     benchmark:

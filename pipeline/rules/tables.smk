@@ -1,4 +1,6 @@
 # Paper-vs-reproduced tables, one rule per paper (its table list comes from its claims file).
+# The comparability judge (sparsegen.judge) compares each record's facts with the claims'
+# protocol here, at table time: a caption edit reruns the tables, never an evaluation.
 
 for _paper in config["papers"]:
 
@@ -6,14 +8,14 @@ for _paper in config["papers"]:
         name:
             f"tabulate_{_paper}"
         input:
-            claims=L.claims(_paper),
-            metrics=paper_metrics(_paper),
+            **L.table_inputs(_paper),
         output:
             L.tables(_paper),
         params:
             runs_dir=metrics_root,
             out_dir=output_dir,
             preset=PRESET,
+            code=code_of("tables"),
         log:
             f"{L.logs}/{_paper}/tabulate.log",
         benchmark:

@@ -1,21 +1,26 @@
 """`python -m sparsegen <step>`: the only entry point the Snakemake rules call.
 
 Every value a step needs arrives on the command line (rules pass the resolved settings as JSON
-through `params:`, so Snakemake's params trigger sees them); steps never read params.yaml
-themselves, except the pipeline-maintenance commands (validate, dvcgen, sync).
+through `params:`, so Snakemake's params trigger sees them; `python -m sparsegen settings`
+prints what a rule would pass); steps never read params.yaml themselves, except the
+pipeline-maintenance commands (validate, settings, dvcgen, sync). Papers come from the registry
+(`sparsegen.papers`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("sparsegen")
+
+EXIT_USER_ERROR = 2
+EXIT_TIME_LIMIT = 75  # EX_TEMPFAIL: checkpointed before the allocation ended; rerun to resume
 
 
 def _settings(text: str) -> dict[str, Any]:
@@ -28,22 +33,15 @@ def _settings(text: str) -> dict[str, Any]:
     return value
 
 
-def _paper_module(paper: str, module: str) -> Any:
-    try:
-        return importlib.import_module(f"sparsegen.models.{paper}.{module}")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith(f"sparsegen.models.{paper}"):
-            raise SystemExit(f"paper {paper!r} has no sparsegen.models.{paper}.{module}") from None
-        raise
-
-
 def _job(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    """Common start of a compute step: thread count, seeds, determinism; (settings, device)."""
+    """Common start of a compute step: settings checked against the schema, thread count,
+    seeds, determinism; (settings, device)."""
     import torch
 
+    from sparsegen.config import validate_settings
     from sparsegen.train.seeding import resolve_device, seed_everything
 
-    s = args.settings
+    s = validate_settings(args.settings)
     torch.set_num_threads(args.threads)
     seed_everything(s["seed"], s["deterministic"])
     return s, resolve_device(s["device"])
@@ -57,23 +55,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fetch(args: argparse.Namespace) -> int:
-    if args.what == "weights":
-        from sparsegen import weights
+def cmd_settings(args: argparse.Namespace) -> int:
+    """The settings JSON a rule passes to the job: unit settings, weights, code fingerprint."""
+    from sparsegen.config import load_params, unit_settings
+    from sparsegen.layout import Layout
 
-        for name in args.name:
-            path = weights.fetch(name, args.dest)
-            print(f"{name}: {path} verified")
-        return 0
+    params = load_params(args.params, overrides={"preset": args.preset} if args.preset else None)
+    lay = Layout(params)
+    settings = unit_settings(params, args.paper, args.variant, args.unit)
+    settings["weights_state"] = lay.weights_state(args.paper, args.variant, args.unit)
+    settings["code"] = lay.code_fingerprint(args.paper, args.unit)
+    print(json.dumps(settings, sort_keys=True, separators=(",", ":")))
+    return 0
+
+
+def cmd_fetch_dataset(args: argparse.Namespace) -> int:
     from sparsegen.data import sources
     from sparsegen.io import write_json
 
-    source, raw_dir = args.name[0], Path(args.raw_dir)
-    sources.fetch(source, {"source": source}, raw_dir)
-    files = sources.raw_files(source, {"source": source}, raw_dir)
-    write_json(args.receipt, {"source": source,
+    raw_dir = Path(args.raw_dir)
+    sources.fetch(args.source, {"source": args.source}, raw_dir)
+    files = sources.raw_files(args.source, {"source": args.source}, raw_dir)
+    write_json(args.receipt, {"source": args.source,
                               "files": [{"path": str(f), "bytes": f.stat().st_size}
                                         for f in files]})
+    return 0
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    from sparsegen import weights
+
+    for name in args.name:
+        path = weights.fetch(name, args.dest)
+        print(f"{name}: {path} verified")
     return 0
 
 
@@ -89,41 +103,55 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train; under `torchrun --nproc_per_node N -m sparsegen train ...` every process is one
     data-parallel rank (one GPU each), and rank 0 writes the checkpoints and the log."""
+    from sparsegen import papers
     from sparsegen.train import distributed, loop, schedules
 
+    started = time.monotonic()
     s, device = _job(args)
+    deadline = None
+    if args.time_limit_min is not None:
+        deadline = started + 60 * (args.time_limit_min - args.stop_margin_min)
     world, device = distributed.setup(device)
     try:
-        task = _paper_module(s["paper"], "task").build_task(s, device)
+        task = papers.get(s["paper"]).build_task(s, device)
         t = s["train"]
         cfg = loop.LoopConfig(iterations=t["iterations"], checkpoint_every=t["checkpoint_every"],
                               log_every=t["log_every"], seed=s["seed"],
                               lr_factor=schedules.from_settings(t), stop_after=args.stop_after,
-                              prefetch=max(2, args.threads))
-        complete = loop.run(task, cfg, s, Path(args.run_dir), Path(args.final), Path(args.log))
+                              prefetch=max(2, args.threads), keep_every=t.get("keep_every", 0),
+                              deadline=deadline)
+        outcome = loop.run(task, cfg, s, Path(args.run_dir), Path(args.final), Path(args.log),
+                           kept_dir=Path(args.kept) if args.kept else None)
     finally:
         distributed.teardown()
-    if not complete and world.is_main:
-        print(f"stopped after step {args.stop_after}; rerun the same command to resume")
+    if outcome.reason == "deadline":
+        if world.is_main:
+            print(f"time limit: checkpointed at step {outcome.step} of {t['iterations']}, "
+                  f"{args.stop_margin_min:g} min before the {args.time_limit_min:g}-min limit; "
+                  "the next attempt (or the same command) resumes", file=sys.stderr)
+        return EXIT_TIME_LIMIT
+    if not outcome and world.is_main:
+        print(f"stopped after step {outcome.step}; rerun the same command to resume")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from sparsegen import papers
+
     s, device = _job(args)
-    _paper_module(s["paper"], "sampling").sample(s, Path(args.checkpoint), Path(args.out), device)
+    papers.get(s["paper"]).sample(s, Path(args.checkpoint), Path(args.out), device)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sparsegen import papers
     from sparsegen.metrics.records import write_records
 
     s, device = _job(args)
-    records = _paper_module(s["paper"], "evaluation").evaluate(s, Path(args.samples), device)
+    records = papers.get(s["paper"]).evaluate(s, Path(args.samples), device)
     write_records(args.out, records)
     for r in records:
-        flag = "" if r.comparable else "  [not comparable: " + "; ".join(
-            r.non_comparable_reasons) + "]"
-        print(f"{r.metric} = {r.value:.4g}{flag}")
+        print(f"{r.metric} = {r.value:.4g}")
     return 0
 
 
@@ -155,9 +183,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"sparsegen.bench.{args.paper}")
-    out = module.run(Path(args.out) if args.out else None, sizes=args.sizes,
-                     device_name=args.device)
+    from sparsegen import papers
+    from sparsegen.train.seeding import resolve_device
+
+    resolve_device(args.device)  # no GPU: say so before any work
+    out = papers.get(args.paper).bench(Path(args.out) if args.out else None, args.sizes,
+                                       args.device)
     print(out)
     return 0
 
@@ -175,93 +206,144 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return sync(Path.cwd(), dry_run=args.dry_run, cores=args.cores)
 
 
+def _paper_names() -> list[str]:
+    from sparsegen import papers
+
+    return papers.names()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sparsegen", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="step", required=True, metavar="STEP")
 
-    def step(name: str, func: Any, help: str, settings: bool = False) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+    def step(parent: Any, name: str, func: Any, help: str, settings: bool = False
+             ) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help, description=help)
         sp.set_defaults(func=func)
         if settings:
             sp.add_argument("--settings", type=_settings, required=True,
-                            help="resolved settings of this job (JSON)")
-            sp.add_argument("--threads", type=int, default=1)
+                            help="the job's resolved settings as JSON (what the rule passes; "
+                                 "print them with `python -m sparsegen settings`)")
+            sp.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
         return sp
 
-    sp = step("validate", cmd_validate, "validate params.yaml against its schema")
-    sp.add_argument("--params", default="params.yaml")
+    sp = step(sub, "validate", cmd_validate, "validate params.yaml against its schema")
+    sp.add_argument("--params", default="params.yaml", help="the params file (default "
+                                                            "params.yaml)")
 
-    sp = step("fetch", cmd_fetch, "download and verify a dataset or pretrained weights")
-    sp.add_argument("what", choices=("dataset", "weights"))
-    sp.add_argument("--name", nargs="+", required=True,
-                    help="dataset: the upstream source (datasets.<name>.source); weights: names")
-    sp.add_argument("--raw-dir")
-    sp.add_argument("--receipt", help="dataset: JSON listing the fetched files (rule output)")
-    sp.add_argument("--dest", default="data/weights")
+    sp = step(sub, "settings", cmd_settings,
+              "print the settings JSON a job of (paper, variant) receives (e.g. for torchrun)")
+    sp.add_argument("paper", choices=_paper_names(), help="a registered paper")
+    sp.add_argument("variant", help="a variant of <paper>.variants in params.yaml")
+    sp.add_argument("--unit", choices=("train", "evaluate"), default="train",
+                    help="train (the train job) or evaluate (the sample and evaluate jobs)")
+    sp.add_argument("--params", default="params.yaml", help="the params file")
+    sp.add_argument("--preset", choices=("smoke", "paper"), default=None,
+                    help="override params.yaml's preset")
 
-    sp = step("prepare", cmd_prepare, "write a prepared dataset (manifest.csv + files)", True)
-    sp.add_argument("--name", required=True)
-    sp.add_argument("--raw-dir")
-    sp.add_argument("--out", required=True)
+    help = "download and verify a dataset source or pretrained weights"
+    fetch = sub.add_parser("fetch", help=help, description=help).add_subparsers(
+        dest="what", required=True, metavar="WHAT")
+    fp = step(fetch, "dataset", cmd_fetch_dataset, "download and verify one upstream source")
+    fp.add_argument("--source", required=True,
+                    help="the upstream source (params.yaml datasets.<name>.source)")
+    fp.add_argument("--raw-dir", required=True, help="where the fetched files go")
+    fp.add_argument("--receipt", required=True, help="JSON listing the fetched files (written "
+                                                     "last)")
+    fp = step(fetch, "weights", cmd_fetch_weights, "download and verify pretrained weights")
+    fp.add_argument("--name", nargs="+", required=True, help="weights-manifest names")
+    fp.add_argument("--dest", required=True, help="the weights folder (params.yaml "
+                                                  "paths.weights)")
 
-    sp = step("train", cmd_train, "train one variant (resumes from its last checkpoint)", True)
-    sp.add_argument("--run-dir", required=True)
-    sp.add_argument("--final", required=True)
+    sp = step(sub, "prepare", cmd_prepare, "write a prepared dataset (manifest.csv + files)",
+              True)
+    sp.add_argument("--name", required=True, help="the dataset (params.yaml datasets.<name>)")
+    sp.add_argument("--raw-dir", help="the fetched files (real sources only)")
+    sp.add_argument("--out", required=True, help="the prepared folder to write")
+
+    sp = step(sub, "train", cmd_train, "train one variant (resumes from its last checkpoint)",
+              True)
+    sp.add_argument("--run-dir", required=True, help="the variant's run folder (ckpt/ inside)")
+    sp.add_argument("--final", required=True, help="the final checkpoint to write")
     # torchrun's own parser rejects `--log` as an ambiguous prefix of its --log-dir: under
     # torchrun spell it --train-log.
-    sp.add_argument("--log", "--train-log", dest="log", required=True, help="loss log (CSV)")
+    sp.add_argument("--log", "--train-log", dest="log", required=True,
+                    help="loss log (CSV), rewritten at every logged step")
+    sp.add_argument("--kept", default=None,
+                    help="folder for the kept checkpoints (train.keep_every), written at the end")
     sp.add_argument("--stop-after", type=int, default=None,
-                    help="checkpoint and exit after this step (for time-limited jobs)")
+                    help="checkpoint and exit after this step (rerun to resume)")
+    sp.add_argument("--time-limit-min", type=float, default=None,
+                    help="the job's allocation in minutes: checkpoint and exit with status "
+                         f"{EXIT_TIME_LIMIT} --stop-margin-min before it ends")
+    sp.add_argument("--stop-margin-min", type=float, default=0.0,
+                    help="minutes before the time limit to stop (default 0)")
 
-    sp = step("sample", cmd_sample, "generate the evaluation samples of a checkpoint", True)
-    sp.add_argument("--checkpoint", required=True)
-    sp.add_argument("--out", required=True)
+    sp = step(sub, "sample", cmd_sample, "generate the evaluation samples of a checkpoint", True)
+    sp.add_argument("--checkpoint", required=True,
+                    help="the variant's final.pt (its kept/ folder beside it holds the kept "
+                         "checkpoints)")
+    sp.add_argument("--out", required=True, help="the samples folder to write")
 
-    sp = step("evaluate", cmd_evaluate, "compute the paper's metrics on samples", True)
-    sp.add_argument("--samples", required=True)
-    sp.add_argument("--out", required=True)
+    sp = step(sub, "evaluate", cmd_evaluate, "compute the paper's metrics on samples", True)
+    sp.add_argument("--samples", required=True, help="the samples folder")
+    sp.add_argument("--out", required=True, help="metrics.json to write")
 
-    sp = step("tabulate", cmd_tabulate, "paper-vs-reproduced tables")
-    for a in ("--claims", "--runs-dir", "--out-dir", "--preset"):
-        sp.add_argument(a, required=True)
+    sp = step(sub, "tabulate", cmd_tabulate, "paper-vs-reproduced tables (judges comparability)")
+    sp.add_argument("--claims", required=True, help="pipeline/claims/<paper>.yaml")
+    sp.add_argument("--runs-dir", required=True, help="the experiment folder (one folder per "
+                                                      "variant)")
+    sp.add_argument("--out-dir", required=True, help="where <paper>_table<n>.md/.csv go")
+    sp.add_argument("--preset", required=True, help="the preset the runs were made under")
 
-    sp = step("figures", cmd_figures, "execute a paper's notebook to .ipynb and offline .html")
-    for a in ("--notebook", "--out-ipynb", "--out-html"):
-        sp.add_argument(a, required=True)
-    sp.add_argument("--param", action="append", default=[], help="name=path (repeatable)")
+    sp = step(sub, "figures", cmd_figures,
+              "execute a paper's notebook to .ipynb and offline .html")
+    sp.add_argument("--notebook", required=True, help="notebooks/<paper>.ipynb")
+    sp.add_argument("--out-ipynb", required=True, help="the executed notebook")
+    sp.add_argument("--out-html", required=True, help="its offline HTML")
+    sp.add_argument("--param", action="append", default=[],
+                    help="name=path injected into the notebook's parameters cell (repeatable)")
 
-    sp = step("report", cmd_report, "write results/index.html")
-    sp.add_argument("--results", required=True)
-    sp.add_argument("--preset", required=True)
+    sp = step(sub, "report", cmd_report, "write results/index.html")
+    sp.add_argument("--results", required=True, help="the results folder")
+    sp.add_argument("--preset", required=True, help="the preset the results were made under")
 
-    sp = step("bench", cmd_bench, "GPU efficiency benchmark of a paper's model")
-    sp.add_argument("paper", choices=("stya2k", "stylenat"))
-    sp.add_argument("--out", default=None)
-    sp.add_argument("--sizes", type=int, nargs="+", default=None)
-    sp.add_argument("--device", default="cuda")
+    sp = step(sub, "bench", cmd_bench, "GPU efficiency benchmark of a paper's model")
+    sp.add_argument("paper", choices=_paper_names(), help="a registered paper")
+    sp.add_argument("--out", default=None, help="CSV to write (default results/bench/<paper>.csv)")
+    sp.add_argument("--sizes", type=int, nargs="+", default=None,
+                    help="image sides to time (default: the paper's)")
+    sp.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
 
-    sp = step("dvcgen", cmd_dvcgen, "generate dvc.yaml from params.yaml (--check: fail on drift)")
-    sp.add_argument("--params", default="params.yaml")
-    sp.add_argument("--out", default="dvc.yaml")
-    sp.add_argument("--check", action="store_true")
+    sp = step(sub, "dvcgen", cmd_dvcgen,
+              "generate dvc.yaml from params.yaml (--check: fail on drift)")
+    sp.add_argument("--params", default="params.yaml", help="the params file")
+    sp.add_argument("--out", default="dvc.yaml", help="the file to write")
+    sp.add_argument("--check", action="store_true", help="only check that the file is current")
 
-    sp = step("sync", cmd_sync, "reconcile Snakemake's and DVC's records of what is up to date")
-    sp.add_argument("--dry-run", action="store_true")
-    sp.add_argument("--cores", type=int, default=1)
+    sp = step(sub, "sync", cmd_sync, "reconcile Snakemake's and DVC's records of what is up to "
+                                     "date")
+    sp.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    sp.add_argument("--cores", type=int, default=1, help="cores for `snakemake --touch`")
     return p
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors about the user's data, settings or files: shown as one message, no traceback."""
+    """Errors about the user's data, settings, files or machine: one message, no traceback."""
+    from sparsegen.claims import ClaimsError
     from sparsegen.config import ParamsError
     from sparsegen.data.manifest import ManifestError
     from sparsegen.data.sources import DatasetUnavailable
     from sparsegen.download import DownloadError
     from sparsegen.io import ImageReadError
+    from sparsegen.papers import RegistryError
+    from sparsegen.train.checkpoint import CheckpointError
+    from sparsegen.train.seeding import DeviceError
     from sparsegen.weights import WeightsError
 
     return (ParamsError, ManifestError, DatasetUnavailable, DownloadError, ImageReadError,
-            WeightsError)
+            WeightsError, ClaimsError, RegistryError, CheckpointError, DeviceError,
+            FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -5,26 +5,34 @@ overrides (the `smoke:` block when `preset: smoke`, then its `variants.<variant>
 plus the global keys and the datasets it reads. The smoke block only changes data, sizes and
 lengths, so applying it last shrinks every variant the same way.
 Snakemake passes these resolved settings to `python -m sparsegen <step>` through `params:`.
+
+Which papers exist is the registry's business (`sparsegen.papers`): the schema of each paper's
+block is pipeline/schemas/papers/<paper>.schema.yaml, its cross-key checks are the paper's
+`problems`.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
+from sparsegen import papers
 from sparsegen.provenance import REPO_ROOT
 
-SCHEMA_PATH = REPO_ROOT / "pipeline" / "schemas" / "params.schema.yaml"
+SCHEMA_DIR = REPO_ROOT / "pipeline" / "schemas"
+SCHEMA_PATH = SCHEMA_DIR / "params.schema.yaml"
 PARAMS_PATH = REPO_ROOT / "params.yaml"
 GLOBAL_KEYS = ("preset", "weights", "device", "seed", "deterministic", "paths")
-PAPERS = ("stya2k", "stylenat")
-# Downsampling factor of each VGG layer relative to the image.
-VGG_STRIDE = {"relu1_1": 1, "relu2_1": 2, "relu3_1": 4, "relu4_1": 8, "relu5_1": 16}
+# Keys of a variant entry that link it to other variants rather than override settings.
+LINK_KEYS = ("stage", "uses")
 
 
 class ParamsError(ValueError):
@@ -52,12 +60,39 @@ def load_yaml(path: str | Path) -> Any:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
 
 
+def paper_schema_path(paper: str) -> Path:
+    return SCHEMA_DIR / "papers" / f"{paper}.schema.yaml"
+
+
+@cache
+def _validators() -> tuple[Draft202012Validator, dict[str, Draft202012Validator]]:
+    """The params.yaml validator (every registered paper's block schema under its name) and
+    one validator per paper block."""
+    schema = load_yaml(SCHEMA_PATH)
+    schema["$id"] = SCHEMA_PATH.as_uri()
+    resources = [(schema["$id"], Resource.from_contents(schema))]
+    blocks = {}
+    for paper in papers.names():
+        path = paper_schema_path(paper)
+        if not path.is_file():
+            raise ParamsError(f"{path}: schema of the registered paper {paper!r} not found")
+        block = load_yaml(path)
+        block["$id"] = path.as_uri()
+        resources.append((block["$id"], Resource.from_contents(block)))
+        schema["properties"][paper] = {"$ref": block["$id"]}
+        schema["required"] = [*schema["required"], paper]
+        blocks[paper] = block
+    registry = Registry().with_resources(resources)
+    return (Draft202012Validator(schema, registry=registry),
+            {p: Draft202012Validator(b, registry=registry) for p, b in blocks.items()})
+
+
 def _key_path(parts: Iterable[Any]) -> str:
     return ".".join(str(p) for p in parts) or "<top level>"
 
 
-def _describe(error: Any) -> str:
-    where = _key_path(error.absolute_path)
+def _describe(error: Any, prefix: str = "") -> str:
+    where = prefix + _key_path(error.absolute_path)
     if error.validator == "enum":
         allowed = ", ".join(repr(v) for v in error.validator_value)
         return f"{where}: {error.instance!r} is not allowed; allowed values: {allowed}"
@@ -66,9 +101,22 @@ def _describe(error: Any) -> str:
         extra = sorted(set(error.instance) - set(allowed))
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         return f"{where}: unknown key(s) {', '.join(map(repr, extra))}{hint}"
+    if error.validator == "type":
+        kinds = error.validator_value if isinstance(error.validator_value, list) else [
+            error.validator_value]
+        names = [_TYPE_NAMES.get(k, k) for k in kinds]
+        expected = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        return f"{where}: expected {expected}, got {error.instance!r}"
     if error.validator == "required":
-        return f"{where}: {error.message}"
+        missing = re.match(r"'(.+)' is a required property", error.message)
+        if missing:
+            return f"{_key_path([*error.absolute_path, missing.group(1)])}: required key is " \
+                   "missing"
     return f"{where}: {error.message}"
+
+
+_TYPE_NAMES = {"number": "a number", "integer": "an integer", "string": "a string",
+               "boolean": "a boolean", "object": "a mapping", "array": "a list", "null": "null"}
 
 
 def _leaf_errors(errors: Iterable[Any]) -> list[Any]:
@@ -82,12 +130,15 @@ def _leaf_errors(errors: Iterable[Any]) -> list[Any]:
     return out
 
 
+def schema_problems(validator: Draft202012Validator, instance: Any, prefix: str = ""
+                    ) -> list[str]:
+    """Every schema violation of `instance`, one message each naming the key path."""
+    return sorted({_describe(e, prefix) for e in _leaf_errors(validator.iter_errors(instance))})
+
+
 def validate_params(params: Any, source: str = "params.yaml") -> dict[str, Any]:
     """Check the schema and cross-key rules; raise ParamsError listing every problem."""
-    schema = load_yaml(SCHEMA_PATH)
-    validator = Draft202012Validator(schema)
-    errors = _leaf_errors(validator.iter_errors(params))
-    problems = sorted({_describe(e) for e in errors})
+    problems = schema_problems(_validators()[0], params)
     if not problems:
         problems = _cross_key_problems(params)
     if problems:
@@ -95,63 +146,95 @@ def validate_params(params: Any, source: str = "params.yaml") -> dict[str, Any]:
     return params
 
 
+def validate_settings(settings: Any, source: str = "--settings") -> dict[str, Any]:
+    """Check a job's resolved settings (what a rule passes on the command line) against the
+    schema of its paper's block and the global keys; raise ParamsError naming each key."""
+    if not isinstance(settings, dict):
+        raise ParamsError(f"{source}: expected a JSON object")
+    missing = [k for k in (*GLOBAL_KEYS, "paper", "variant") if k not in settings]
+    if missing:
+        raise ParamsError(f"{source}: missing key(s) {', '.join(missing)} (print a job's "
+                          "settings with `python -m sparsegen settings <paper> <variant>`)")
+    try:
+        papers.get(settings["paper"])
+    except papers.RegistryError as e:
+        raise ParamsError(f"{source}: paper: {e}") from None
+    params_validator, blocks = _validators()
+    top = params_validator.schema["properties"]
+    block = blocks[settings["paper"]]
+    problems = []
+    for key in GLOBAL_KEYS:
+        problems += schema_problems(params_validator.evolve(schema=top[key]), settings[key],
+                                     prefix=f"{key}.")
+    for section, schema in block.schema["properties"].items():
+        if section in settings and section not in ("variants", "smoke"):
+            sub = block.evolve(schema=schema)
+            problems += schema_problems(sub, settings[section], prefix=f"{section}.")
+    problems = [p.replace(".: ", ": ").replace(".<top level>", "") for p in problems]
+    if problems:
+        raise ParamsError(f"{source} is invalid:\n  - " + "\n  - ".join(sorted(problems)))
+    return settings
+
+
 def _cross_key_problems(params: dict[str, Any]) -> list[str]:
     """Rules a JSON schema cannot express: references between keys, size divisibility.
 
     A problem shared by several variants is reported once, naming the variants."""
-    found: dict[str, list[str]] = {}
-    for paper in PAPERS:
+    problems = _link_problems(params)
+    if problems:
+        return problems
+    found: dict[tuple[str, str], list[str]] = {}
+    for paper in papers.names():
         for variant in params[paper]["variants"]:
             s = resolve(params, paper, variant, check=False)
             for message in _settings_problems(params, s):
-                found.setdefault(f"{paper} (preset {params['preset']}): {message}", []).append(
-                    variant)
-    problems = []
-    for message, variants in found.items():
-        every = len(variants) == len(params[message.split(" ", 1)[0]]["variants"])
-        problems.append(message if every else f"{message} [variants: {', '.join(variants)}]")
+                found.setdefault((paper, message), []).append(variant)
+    for (paper, message), variants in found.items():
+        every = len(variants) == len(params[paper]["variants"])
+        text = f"{paper} (preset {params['preset']}): {message}"
+        problems.append(text if every else f"{text} [variants: {', '.join(variants)}]")
     return sorted(problems)
+
+
+def _link_problems(params: Mapping[str, Any]) -> list[str]:
+    """`stage` names a stage of the paper; `uses` names variants of an earlier stage."""
+    problems = []
+    for name in papers.names():
+        paper = papers.get(name)
+        order = [s.name for s in paper.stages]
+        variants = params[name]["variants"]
+        for variant, entry in variants.items():
+            key = f"{name}.variants.{variant}"
+            try:
+                stage = papers.stage_of(paper, entry).name
+            except papers.RegistryError:
+                problems.append(f"{key}.stage: {entry['stage']!r} is not a stage of {name} "
+                                f"(stages: {', '.join(order)})")
+                continue
+            for role, upstream in entry.get("uses", {}).items():
+                if upstream not in variants:
+                    problems.append(f"{key}.uses.{role}: no variant {upstream!r} (defined: "
+                                    f"{', '.join(variants)})")
+                    continue
+                up_stage = variants[upstream].get("stage", order[0])
+                if up_stage not in order or order.index(up_stage) >= order.index(stage):
+                    problems.append(f"{key}.uses.{role}: {upstream!r} trains stage "
+                                    f"{up_stage!r}, which does not come before {stage!r} "
+                                    f"(stages in order: {', '.join(order)})")
+    return problems
 
 
 def _settings_problems(params: Mapping[str, Any], s: Mapping[str, Any]) -> list[str]:
     problems = []
-    for role, name in s["data"].items():
+    for role, name in s.get("data", {}).items():
         if name not in params["datasets"]:
             problems.append(f"data.{role}: dataset {name!r} is not defined under datasets "
                             f"(defined: {', '.join(sorted(params['datasets']))})")
-    t = s["train"]
-    if t["decay_start"] > t["iterations"]:
+    t = s.get("train", {})
+    if "decay_start" in t and t["decay_start"] > t["iterations"]:
         problems.append(f"train.decay_start {t['decay_start']} exceeds train.iterations "
                         f"{t['iterations']}")
-    return problems + PAPER_PROBLEMS[s["paper"]](s)
-
-
-def _stylenat_problems(s: Mapping[str, Any]) -> list[str]:
-    from sparsegen.models.stylenat.architecture import problems
-
-    return problems(s["model"])
-
-
-def _stya2k_problems(s: Mapping[str, Any]) -> list[str]:
-    problems = []
-    t = s["train"]
-    if t["crop_size"] > t["load_size"]:
-        problems.append(f"train.crop_size {t['crop_size']} exceeds train.load_size "
-                        f"{t['load_size']}")
-    count_mode = s["model"]["block_mode"] == "count"
-    for key, size in (("train.crop_size", t["crop_size"]), ("eval.size", s["eval"]["size"])):
-        for layer, block in s["model"]["block_sizes"].items():
-            multiple = VGG_STRIDE[layer] * block
-            if size % multiple:
-                unit = "blocks per side" if count_mode else "pixels per block side"
-                problems.append(
-                    f"{key} {size}: the {layer} feature side {size / VGG_STRIDE[layer]:g} is not "
-                    f"divisible by model.block_sizes.{layer} = {block} ({unit}); use a multiple "
-                    f"of {multiple}")
-    return problems
-
-
-PAPER_PROBLEMS = {"stya2k": _stya2k_problems, "stylenat": _stylenat_problems}
+    return problems + papers.get(s["paper"]).problems(s)
 
 
 def load_params(path: str | Path = PARAMS_PATH, overrides: Mapping[str, Any] | None = None
@@ -167,26 +250,42 @@ def load_params(path: str | Path = PARAMS_PATH, overrides: Mapping[str, Any] | N
 
 def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = True
             ) -> dict[str, Any]:
-    """Settings of one (paper, variant) job under the active preset: base, preset, variant."""
+    """Settings of one (paper, variant) job under the active preset: base, variant, preset.
+
+    `stage` is the variant's stage; `uses` maps each role to the upstream variant and the
+    final.pt its training reads. With `check`, `datasets` describes each dataset it reads
+    (its params entry, name and whether it is real or synthetic; its folder is
+    `layout.dataset_dir`)."""
     if paper not in params:
         raise ParamsError(f"unknown paper {paper!r}; params.yaml defines: "
-                          f"{', '.join(p for p in PAPERS if p in params)}")
+                          f"{', '.join(p for p in papers.names() if p in params)}")
     block = params[paper]
     if variant not in block["variants"]:
         raise ParamsError(f"{paper}.variants: no variant {variant!r} (defined: "
                           f"{', '.join(block['variants'])})")
+    entry = block["variants"][variant]
     base = {k: v for k, v in block.items() if k not in ("variants", "smoke")}
-    settings = deep_merge(base, block["variants"][variant])
+    settings = deep_merge(base, {k: v for k, v in entry.items() if k not in LINK_KEYS})
     if params["preset"] == "smoke":
         smoke = block.get("smoke", {})
         settings = deep_merge(settings, {k: v for k, v in smoke.items() if k != "variants"})
         settings = deep_merge(settings, smoke.get("variants", {}).get(variant, {}))
     settings.update({k: copy.deepcopy(params[k]) for k in GLOBAL_KEYS})
-    settings.update(paper=paper, variant=variant)
+    settings.update(paper=paper, variant=variant,
+                    stage=entry.get("stage", papers.get(paper).stages[0].name))
+    if entry.get("uses"):
+        from sparsegen.layout import Layout
+
+        lay = Layout(params)
+        settings["uses"] = {role: {"variant": up, "checkpoint": lay.run(paper, up, "final.pt")}
+                            for role, up in entry["uses"].items()}
     if check:
+        from sparsegen.data.sources import is_real
+
         settings["datasets"] = {
-            role: {"name": name, **copy.deepcopy(params["datasets"][name])}
-            for role, name in settings["data"].items()
+            role: {"name": name, **copy.deepcopy(params["datasets"][name]),
+                   "real": is_real(params["datasets"][name]["source"])}
+            for role, name in settings.get("data", {}).items()
         }
     return settings
 
@@ -198,34 +297,38 @@ UNIT_SECTIONS = {
     "train": ("experiment", "data", "model", "loss", "train"),
     "evaluate": ("experiment", "data", "eval"),
 }
-UNIT_GLOBALS = {
-    "train": ("preset", "weights", "device", "seed", "deterministic"),
-    "evaluate": ("preset", "weights", "device", "seed", "deterministic"),
-}
+UNIT_GLOBALS = ("preset", "weights", "device", "seed", "deterministic")
 
 
 def unit_settings(params: Mapping[str, Any], paper: str, variant: str, unit: str
                   ) -> dict[str, Any]:
     """The settings a `unit` job of (paper, variant) receives: only what that unit reads."""
     full = resolve(params, paper, variant)
-    keep = (*UNIT_SECTIONS[unit], *UNIT_GLOBALS[unit], "paths", "datasets", "paper", "variant")
+    keep = (*UNIT_SECTIONS[unit], *UNIT_GLOBALS, "paths", "datasets", "paper", "variant",
+            "stage", "uses")
     return {k: full[k] for k in keep if k in full}
 
 
 def unit_param_keys(params: Mapping[str, Any], paper: str, variant: str, unit: str
                     ) -> list[str]:
-    """Dotted params.yaml keys that `unit` of (paper, variant) reads under the active preset."""
-    keys = list(UNIT_GLOBALS[unit])
-    keys += [f"{paper}.{section}" for section in UNIT_SECTIONS[unit]]
+    """Dotted params.yaml keys that `unit` of (paper, variant) reads under the active preset.
+
+    A train unit also reads the train keys of every variant it `uses` (their checkpoints are
+    its inputs), so changing an upstream variant stales its consumers in DVC at once."""
+    block = params[paper]
+    keys = list(UNIT_GLOBALS)
+    keys += [f"{paper}.{section}" for section in UNIT_SECTIONS[unit] if section in block]
     if unit == "train":
         keys.append(f"{paper}.variants.{variant}")
     if params["preset"] == "smoke":
-        smoke = params[paper].get("smoke", {})
+        smoke = block.get("smoke", {})
         keys += [f"{paper}.smoke.{section}" for section in UNIT_SECTIONS[unit] if section in smoke]
         own = smoke.get("variants", {}).get(variant, {})
         keys += [f"{paper}.smoke.variants.{variant}.{section}" for section in UNIT_SECTIONS[unit]
                  if section in own]
-    return keys
+    for upstream in block["variants"][variant].get("uses", {}).values():
+        keys += unit_param_keys(params, paper, upstream, "train")
+    return list(dict.fromkeys(keys))
 
 
 def datasets_in_use(params: Mapping[str, Any]) -> list[str]:
@@ -233,5 +336,5 @@ def datasets_in_use(params: Mapping[str, Any]) -> list[str]:
     names = set()
     for paper in params["papers"]:
         for variant in params[paper]["variants"]:
-            names.update(resolve(params, paper, variant, check=False)["data"].values())
+            names.update(resolve(params, paper, variant, check=False).get("data", {}).values())
     return sorted(names)

@@ -1,10 +1,14 @@
 """dvc.yaml, generated from params.yaml (never edited by hand).
 
 Each stage delegates to Snakemake for one unit's targets and lists exactly the params keys that
-unit reads (`sparsegen.config.unit_param_keys`), so changing one variant's setting makes only that
-variant's stages (and what depends on their outputs) stale. The file is generated for the active
-preset; the stage commands carry it in SPARSEGEN_DVC_PRESET and the Snakefile refuses to run a
-stage generated for another preset.
+unit reads (`sparsegen.config.unit_param_keys`) and the source it runs
+(`sparsegen.papers.unit_code`, the files behind the fingerprint in the job's Snakemake params),
+so changing one variant's setting, or a file of one paper's code, makes only those stages (and
+what depends on their outputs) stale. `metrics:` lists every variant's metrics.json (its
+`summary` map: `dvc metrics show/diff`) and `plots:` every training log (`dvc plots show`).
+
+The file is generated for the active preset; the stage commands carry it in
+SPARSEGEN_DVC_PRESET and the Snakefile refuses to run a stage generated for another preset.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from typing import Any
 
 import yaml
 
+from sparsegen import papers
 from sparsegen.config import datasets_in_use, unit_param_keys
 from sparsegen.io import write_text
-from sparsegen.layout import Layout, flatten
+from sparsegen.layout import FINAL, KEPT, METRICS, SAMPLES, TRAIN_LOG, Layout, flatten
 from sparsegen.weights import MANIFEST
 
 HEADER = (
@@ -26,25 +31,12 @@ HEADER = (
     "# Regenerate after changing params.yaml structure or preset; a test fails on drift.\n"
 )
 CODE = "src/sparsegen"
-UNIT_CODE = {
-    "data": [f"{CODE}/data", f"{CODE}/download.py"],
-    "train": [f"{CODE}/models/{{paper}}", f"{CODE}/attention", f"{CODE}/nets", f"{CODE}/train",
-              f"{CODE}/data/images.py", f"{CODE}/data/manifest.py"],
-    "evaluate": [f"{CODE}/models/{{paper}}", f"{CODE}/attention", f"{CODE}/nets",
-                 f"{CODE}/metrics", f"{CODE}/timing.py"],
-    "tables": [f"{CODE}/tables.py"],
-    "figures": [f"{CODE}/figures", f"{CODE}/notebooks.py"],
-    "report": [f"{CODE}/report.py"],
-}
+DATA_CODE = [f"{CODE}/data", f"{CODE}/download.py"]
 
 
 def _cmd(preset: str, targets: list[str]) -> str:
     return (f"SPARSEGEN_DVC_PRESET={preset} snakemake --cores all --rerun-incomplete "
             + " ".join(targets))
-
-
-def _code(unit: str, paper: str = "") -> list[str]:
-    return [p.format(paper=paper) for p in UNIT_CODE[unit]]
 
 
 def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -58,19 +50,19 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if lay.is_real(name) and f"fetch-{source}" not in out:
             out[f"fetch-{source}"] = {
                 "cmd": _cmd(preset, [lay.receipt(name)]),
-                "deps": _code("data"),
+                "deps": DATA_CODE,
                 # persist: an archive downloaded by hand and placed there survives `dvc repro`
                 "outs": [{lay.raw(name): {"persist": True}}],
             }
         out[f"prepare-{name}"] = {
             "cmd": _cmd(preset, [lay.prepared(name)]),
-            "deps": [*lay.prepare_inputs(name), *_code("data")],
+            "deps": [*lay.prepare_inputs(name), *DATA_CODE],
             "params": [f"datasets.{name}"],
             "outs": [lay.prepared(name)],
         }
 
     pretrained = params["weights"] == "pretrained"  # only then are weight files job inputs
-    needed = {n for paper in params["papers"] for v in params[paper]["variants"]
+    needed = {n for paper in params["papers"] for v in lay.variants(paper)
               for n in lay.networks(paper, v, "evaluate")} if pretrained else set()
     for wname in sorted(needed):
         path = lay.weights_file(MANIFEST[wname].filename)
@@ -81,41 +73,38 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         }
 
     for paper in params["papers"]:
-        variants = list(params[paper]["variants"])
-        for variant in variants:
-            final = lay.run(paper, variant, "final.pt")
-            loss_log = lay.run(paper, variant, "train_log.csv")
+        for variant in lay.variants(paper):
+            train_outs = [lay.run(paper, variant, f) for f in (FINAL, TRAIN_LOG, KEPT)]
             out[f"train-{paper}-{variant}"] = {
-                "cmd": _cmd(preset, [final, loss_log]),
-                "deps": [*flatten(lay.train_inputs(paper, variant)), *_code("train", paper)],
+                "cmd": _cmd(preset, train_outs),
+                "deps": [*flatten(lay.train_inputs(paper, variant)), *lay.code(paper, "train")],
                 "params": unit_param_keys(params, paper, variant, "train"),
-                "outs": [final, loss_log],
+                "outs": train_outs,
             }
-            samples = lay.run(paper, variant, "samples")
-            metrics = lay.run(paper, variant, "metrics.json")
+        for variant in lay.evaluated(paper):
+            samples = lay.run(paper, variant, SAMPLES)
+            metrics = lay.run(paper, variant, METRICS)
             out[f"evaluate-{paper}-{variant}"] = {
                 "cmd": _cmd(preset, [metrics]),
                 "deps": list(dict.fromkeys([
                     *flatten(lay.sample_inputs(paper, variant)),
                     *flatten({k: v for k, v in lay.evaluate_inputs(paper, variant).items()
                               if k != "samples"}),
-                    *_code("evaluate", paper)])),
+                    *lay.code(paper, "evaluate")])),
                 "params": unit_param_keys(params, paper, variant, "evaluate"),
                 "outs": [samples, metrics],
             }
-        claims = lay.claims(paper)
         tables = lay.tables(paper)
         out[f"tables-{paper}"] = {
             "cmd": _cmd(preset, tables),
-            "deps": [claims, *[lay.run(paper, v, "metrics.json") for v in variants],
-                     *_code("tables")],
+            "deps": [*flatten(lay.table_inputs(paper)), *lay.code(None, "tables")],
             "params": ["preset"],
             "outs": tables,
         }
         notebook = [lay.notebook(paper, "ipynb"), lay.notebook(paper, "html")]
         out[f"figures-{paper}"] = {
             "cmd": _cmd(preset, notebook),
-            "deps": [*flatten(lay.figure_inputs(paper)), *_code("figures")],
+            "deps": [*flatten(lay.figure_inputs(paper)), *lay.code(None, "figures")],
             "outs": [*notebook, lay.figures(paper)],
         }
 
@@ -123,11 +112,26 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                    for o in _out_paths(st)]
     out["report"] = {
         "cmd": _cmd(preset, [lay.report]),
-        "deps": [*report_deps, *_code("report")],
+        "deps": [*report_deps, *lay.code(None, "report")],
         "params": ["preset"],
         "outs": [lay.report],
     }
     return out
+
+
+def metrics_and_plots(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level `metrics:` (each evaluated variant's metrics.json) and `plots:` (each paper's
+    training logs: its loss columns against the step, one line per variant)."""
+    lay = Layout(params)
+    metrics = [lay.run(p, v, METRICS) for p in params["papers"] for v in lay.evaluated(p)]
+    plots = []
+    for paper in params["papers"]:
+        logs = [lay.run(paper, v, TRAIN_LOG) for v in lay.variants(paper)]
+        for column in papers.get(paper).loss_columns:
+            plots.append({f"{paper}_{column}": {
+                "template": "linear", "x": "step", "y": dict.fromkeys(logs, column),
+                "title": f"{paper}: {column} during training"}})
+    return {"metrics": metrics, "plots": plots}
 
 
 def _out_paths(stage: Mapping[str, Any]) -> list[str]:
@@ -135,8 +139,8 @@ def _out_paths(stage: Mapping[str, Any]) -> list[str]:
 
 
 def render(params: Mapping[str, Any]) -> str:
-    body = yaml.safe_dump({"stages": stages(params)}, sort_keys=False, width=100)
-    return HEADER + body
+    doc = {"stages": stages(params), **metrics_and_plots(params)}
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=100)
 
 
 def check_or_write(params: Mapping[str, Any], path: Path, check: bool) -> int:

@@ -1,10 +1,31 @@
-"""Where every artifact lives. One place for the path scheme, used by the Snakemake rules and
-the generated dvc.yaml alike, so the two tools always name the same files."""
+"""Where every artifact lives, and what each kind of job reads. One place for the path scheme,
+used by the Snakemake rules and the generated dvc.yaml alike, so the two tools always name the
+same files; the papers themselves come from the registry (`sparsegen.papers`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+from sparsegen import papers
+
+# Files of a variant's run folder that its jobs write.
+FINAL = "final.pt"            # train: the trained modules
+TRAIN_LOG = "train_log.csv"   # train: losses per logged step
+KEPT = "kept"                 # train: checkpoints kept for selection (index.json + files)
+SAMPLES = "samples"           # sample: what the paper's metrics read
+METRICS = "metrics.json"      # evaluate: one record per metric
+
+
+def prepared_dir(paths: Mapping[str, str], dataset: str) -> str:
+    """The prepared folder of `dataset` under params.yaml `paths`."""
+    return f"{paths['prepared']}/{dataset}"
+
+
+def dataset_dir(settings: Mapping[str, Any], role: str) -> Path:
+    """The prepared folder a job reads for `role` (e.g. content, style, images)."""
+    return Path(prepared_dir(settings["paths"], settings["datasets"][role]["name"]))
 
 
 class Layout:
@@ -42,7 +63,7 @@ class Layout:
         return self.source_raw(self.source(dataset))
 
     def prepared(self, dataset: str) -> str:
-        return f"{self.prepared_root}/{dataset}"
+        return prepared_dir(self.params["paths"], dataset)
 
     def weights_file(self, filename: str) -> str:
         return f"{self.weights_root}/{filename}"
@@ -70,6 +91,25 @@ class Layout:
     def bench(self, paper: str) -> str:
         return f"{self.results}/bench/{paper}.csv"
 
+    def claims(self, paper: str) -> str:
+        return f"pipeline/claims/{paper}.yaml"
+
+    # Variants and their links.
+
+    def variants(self, paper: str) -> list[str]:
+        return list(self.params[paper]["variants"])
+
+    def evaluated(self, paper: str) -> list[str]:
+        """Variants whose stage is sampled and scored (all, unless a stage only feeds another)."""
+        spec = papers.get(paper)
+        return [v for v, entry in self.params[paper]["variants"].items()
+                if papers.stage_of(spec, entry).evaluated]
+
+    def upstream(self, paper: str, variant: str) -> dict[str, str]:
+        """role -> final.pt of each variant this variant's training `uses`."""
+        uses = self.params[paper]["variants"][variant].get("uses", {})
+        return {f"uses_{role}": self.run(paper, up, FINAL) for role, up in uses.items()}
+
     # Inputs of each kind of job: the Snakemake input functions and the dvc.yaml deps both
     # come from here.
 
@@ -92,24 +132,20 @@ class Layout:
     def variant_data(self, paper: str, variant: str) -> dict[str, str]:
         from sparsegen.config import resolve
 
-        data = resolve(self.params, paper, variant, check=False)["data"]
+        data = resolve(self.params, paper, variant, check=False).get("data", {})
         return {role: self.prepared(name) for role, name in data.items()}
 
-    def train_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
-        return {**self.variant_data(paper, variant),
-                "weights": self.pretrained(self.networks(paper, variant, "train"))}
-
-    def sample_inputs(self, paper: str, variant: str) -> dict[str, str]:
-        return {"checkpoint": self.run(paper, variant, "final.pt"),
-                **self.variant_data(paper, variant)}
-
     def networks(self, paper: str, variant: str, unit: str) -> list[str]:
-        """Manifest names of the pretrained networks a unit loads."""
+        """Manifest names of the pretrained networks a unit loads (`evaluate` covers the
+        sample step too: it runs the trained model, whose own networks it loads)."""
         from sparsegen.config import resolve
-        from sparsegen.weights import EVALUATION_WEIGHTS, training_weights
 
-        trained = training_weights(paper, resolve(self.params, paper, variant, check=False))
-        return trained if unit == "train" else [*trained, *EVALUATION_WEIGHTS[paper]]
+        spec = papers.get(paper)
+        settings = resolve(self.params, paper, variant, check=False)
+        trained = spec.training_networks(settings)
+        if unit == "train":
+            return trained
+        return list(dict.fromkeys([*trained, *spec.evaluation_networks(settings)]))
 
     def weights_state(self, paper: str, variant: str, unit: str) -> dict[str, str]:
         """What each network of the unit will be loaded from: file sha256 or random-init.
@@ -121,32 +157,52 @@ class Layout:
         return {n: resolve(n, self.params["weights"], self.weights_root).sha256
                 for n in self.networks(paper, variant, unit)}
 
-    def evaluate_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
-        from sparsegen.weights import EVALUATION_WEIGHTS
+    def train_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
+        return {**self.variant_data(paper, variant), **self.upstream(paper, variant),
+                "weights": self.pretrained(self.networks(paper, variant, "train"))}
 
-        return {"samples": self.run(paper, variant, "samples"),
-                **self.variant_data(paper, variant),  # StyleNAT's FID reads the real set
-                "claims": self.claims(paper),  # the paper protocol comparability is judged by
-                "weights": self.pretrained(EVALUATION_WEIGHTS[paper])}
+    def sample_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
+        return {"checkpoint": self.run(paper, variant, FINAL),
+                "kept": self.run(paper, variant, KEPT),
+                **self.variant_data(paper, variant), **self.upstream(paper, variant),
+                "weights": self.pretrained(self.networks(paper, variant, "evaluate"))}
+
+    def evaluate_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
+        return {"samples": self.run(paper, variant, SAMPLES),
+                **self.variant_data(paper, variant),  # e.g. FID reads the real set
+                "weights": self.pretrained(self.networks(paper, variant, "evaluate"))}
 
     def figure_inputs(self, paper: str) -> dict[str, str | list[str]]:
-        variants = list(self.params[paper]["variants"])
+        variants, evaluated = self.variants(paper), self.evaluated(paper)
         return {
             "notebook": f"notebooks/{paper}.ipynb",
-            "checkpoints": [self.run(paper, v, "final.pt") for v in variants],
-            "logs": [self.run(paper, v, "train_log.csv") for v in variants],
-            "samples": [self.run(paper, v, "samples") for v in variants],
-            "metrics": [self.run(paper, v, "metrics.json") for v in variants],  # e.g. Fig. 3
+            "claims": self.claims(paper),  # e.g. the paper's points beside ours
+            "checkpoints": [self.run(paper, v, FINAL) for v in variants],
+            "logs": [self.run(paper, v, TRAIN_LOG) for v in variants],
+            "samples": [self.run(paper, v, SAMPLES) for v in evaluated],
+            "metrics": [self.run(paper, v, METRICS) for v in evaluated],
         }
 
-    def claims(self, paper: str) -> str:
-        return f"pipeline/claims/{paper}.yaml"
+    def table_inputs(self, paper: str) -> dict[str, str | list[str]]:
+        return {"claims": self.claims(paper),
+                "metrics": [self.run(paper, v, METRICS) for v in self.evaluated(paper)]}
 
     def tables(self, paper: str) -> list[str]:
-        from sparsegen.tables import table_ids
+        from sparsegen.claims import table_ids
 
         ids = table_ids(self.claims(paper))
         return [self.table(paper, n, ext) for n in ids for ext in ("md", "csv")]
+
+    # Code each job runs: its fingerprint is part of the job's params (Snakemake reruns the
+    # job when it changes) and its files are the DVC stage's code dependencies.
+
+    def code(self, paper: str | None, unit: str) -> list[str]:
+        return papers.unit_code(paper, unit)
+
+    def code_fingerprint(self, paper: str | None, unit: str) -> str:
+        from sparsegen.provenance import code_fingerprint
+
+        return code_fingerprint(self.code(paper, unit))
 
 
 def flatten(inputs: Mapping[str, str | list[str]]) -> list[str]:

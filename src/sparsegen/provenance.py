@@ -77,3 +77,30 @@ def device_description(device: Any = None) -> str:
     if dev is not None and dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     return f"cpu: {platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _source_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+@functools.cache
+def _code_fingerprint(paths: tuple[str, ...], root: str) -> str:
+    digest = hashlib.sha256()
+    for rel in paths:
+        path = Path(root) / rel
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: source path listed for a code fingerprint is "
+                                    "missing")
+        for file in _source_files(path):
+            digest.update(f"{file.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def code_fingerprint(paths: list[str] | tuple[str, ...], root: str | Path = REPO_ROOT) -> str:
+    """16-hex hash of the source files under `paths` (repository-relative files or folders;
+    `__pycache__` left out): names and contents, so any edit, addition or removal changes it."""
+    return _code_fingerprint(tuple(paths), str(root))

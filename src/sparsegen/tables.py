@@ -1,105 +1,33 @@
-"""Paper claims beside reproduced metric records: claims validation and results/tables.
+"""Paper-vs-reproduced tables: each claims table beside the records that reproduce it.
 
-`pipeline/claims/<paper>.yaml` holds every printed cell (schema in its header comment). Each table
-is written as markdown (for readers) and long-format CSV (one row per cell) showing the paper
-value, the reproduced value, the record's fingerprint and whether it is comparable.
-
-Besides measured columns (a metric record per row's variant) a table may hold difference
-columns (this row's value minus the previous row's, as ablation tables print them) and setting
-columns (a configuration printed beside the numbers, e.g. a variant's head count). A cell may
-name its own variant (one row whose columns come from two runs, e.g. a model at two
-resolutions) or why it is not reproduced; a printed "-" is a null paper value.
+`tabulate` writes every table of a claims file (`sparsegen.claims`) as markdown (for readers)
+and long-format CSV (one row per cell): the paper value, the reproduced value, the record's
+fingerprint and the judge's verdict (`sparsegen.judge`) with every reason. A record made at
+another commit than the table's gets a warning line naming the variants and commits.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import yaml
-
+from sparsegen import judge
+from sparsegen.claims import CellSource, Claims, Column, Row, Table, load_claims
 from sparsegen.io import write_text
 from sparsegen.provenance import REPO_ROOT, stable_hash
 
 if TYPE_CHECKING:
     from sparsegen.metrics.records import ResultRecord
 
-LAYOUTS = ("rows_are_entries", "columns_are_entries")
-# Integer keys of each kind of evaluation protocol; a table's protocol has those of one kind.
-PROTOCOL_KINDS = {
-    "stylisation": ("n_content", "n_style", "n_outputs", "size"),
-    "generation": ("n_samples", "n_real", "inception_size"),
-}
 CSV_FIELDS = (
     "table", "row", "row_label", "variant", "column", "column_label", "metric",
     "higher_is_better", "paper_value", "paper_mark", "reproduced_value", "n_samples",
     "fingerprint", "fingerprint_group", "column_mixed_fingerprints", "comparable",
-    "non_comparable_reasons", "not_reproduced", "preset", "commit",
+    "non_comparable_reasons", "not_reproduced", "record_commit", "preset", "commit",
 )
-
-
-class ClaimsError(ValueError):
-    """A claims file is invalid; the message names the file and the key."""
-
-
-@dataclass(frozen=True)
-class Column:
-    id: str
-    label: str
-    metric: str | None
-    higher_is_better: bool
-    decimals: int
-    protocol: str
-    not_reproduced: str | None
-    hardware_bound: str | None
-    bold: tuple[str, ...]
-    underline: tuple[str, ...]
-    difference_of: str | None = None   # this row's value of that column minus the previous row's
-    setting: str | None = None         # a configuration key of the row's variant, not measured
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    label: str
-    variant: str | None
-    not_reproduced: str | None
-    group: str | None = None           # the paper's row group (e.g. "Convolutions")
-
-
-@dataclass(frozen=True)
-class CellSource:
-    """Where one cell's reproduced value comes from when it is not its row's variant."""
-
-    variant: str | None
-    not_reproduced: str | None
-
-
-@dataclass(frozen=True)
-class Table:
-    id: str
-    caption: str
-    layout: str
-    protocol: dict[str, Any]
-    columns: dict[str, Column]
-    rows: dict[str, Row]
-    cells: dict[str, dict[str, float | None]]      # printed values; None for a printed "-"
-    sources: dict[str, dict[str, CellSource]]      # per-cell variant overrides
-    entry: str | None = None                       # the printed header of the row labels
-
-
-@dataclass(frozen=True)
-class Claims:
-    path: Path
-    paper: str
-    title: str
-    citation: str
-    tables: dict[str, Table]
 
 
 @dataclass(frozen=True)
@@ -116,206 +44,11 @@ class Cell:
     not_reproduced: str | None = None
     variant: str | None = None     # the run that produced `value`
     setting: str | None = None     # a setting column's configuration key
+    commit: str | None = None      # the commit the record was made at
 
     @property
     def reproduced(self) -> bool:
         return self.not_reproduced is None and self.setting is None
-
-
-# ---------------------------------------------------------------------------------------------
-# Claims
-
-
-class _Checker:
-    """Typed access to a YAML mapping with errors naming the file and the key path."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, key: str, message: str) -> ClaimsError:
-        return ClaimsError(f"{self.path}: {key}: {message}")
-
-    def mapping(self, obj: Any, key: str) -> dict[str, Any]:
-        if not isinstance(obj, dict) or not obj:
-            raise self.fail(key, f"expected a non-empty mapping, got {obj!r}")
-        return obj
-
-    def get(self, obj: dict[str, Any], name: str, key: str, kind: type | tuple[type, ...],
-            optional: bool = False) -> Any:
-        if name not in obj:
-            if optional:
-                return None
-            raise self.fail(f"{key}.{name}", "required key is missing")
-        value = obj[name]
-        if optional and value is None:
-            return None
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise self.fail(f"{key}.{name}", f"expected {' or '.join(k.__name__ for k in kinds)}, "
-                                             f"got {value!r}")
-        return value
-
-    def only(self, obj: dict[str, Any], key: str, allowed: set[str]) -> None:
-        extra = sorted(set(obj) - allowed)
-        if extra:
-            raise self.fail(key, f"unknown key(s) {extra}; allowed: {sorted(allowed)}")
-
-
-def _column(c: _Checker, cid: str, obj: Any, key: str, row_ids: set[str]) -> Column:
-    obj = c.mapping(obj, key)
-    c.only(obj, key, {"label", "metric", "higher_is_better", "decimals", "protocol",
-                      "not_reproduced", "hardware_bound", "bold", "underline", "difference_of",
-                      "setting"})
-    if "metric" not in obj:
-        raise c.fail(f"{key}.metric", "required key is missing (null when not reproducible)")
-    kinds = {name: c.get(obj, name, key, str, optional=True)
-             for name in ("metric", "not_reproduced", "difference_of", "setting")}
-    if sum(v is not None for v in kinds.values()) != 1:
-        raise c.fail(key, "give exactly one of `metric`, `not_reproduced`, `difference_of` "
-                          "and `setting`")
-    decimals = c.get(obj, "decimals", key, int)
-    if not 0 <= decimals <= 8:
-        raise c.fail(f"{key}.decimals", f"must be 0..8, got {decimals}")
-    marks = {}
-    for name in ("bold", "underline"):
-        ids = c.get(obj, name, key, list, optional=True) or []
-        unknown = sorted(set(map(str, ids)) - row_ids)
-        if unknown:
-            raise c.fail(f"{key}.{name}", f"unknown row id(s) {unknown}")
-        marks[name] = tuple(map(str, ids))
-    return Column(
-        id=cid, label=c.get(obj, "label", key, str), metric=kinds["metric"],
-        higher_is_better=c.get(obj, "higher_is_better", key, bool), decimals=decimals,
-        protocol=c.get(obj, "protocol", key, str), not_reproduced=kinds["not_reproduced"],
-        hardware_bound=c.get(obj, "hardware_bound", key, str, optional=True),
-        bold=marks["bold"], underline=marks["underline"],
-        difference_of=kinds["difference_of"], setting=kinds["setting"],
-    )
-
-
-def _variant_or_reason(c: _Checker, obj: dict[str, Any], key: str
-                       ) -> tuple[str | None, str | None]:
-    """(variant, not_reproduced): exactly one of the two is given."""
-    variant = c.get(obj, "variant", key, str, optional=True)
-    not_reproduced = c.get(obj, "not_reproduced", key, str, optional=True)
-    if (variant is None) == (not_reproduced is None):
-        raise c.fail(key, "give exactly one of `variant` and `not_reproduced`")
-    return variant, not_reproduced
-
-
-def _row(c: _Checker, rid: str, obj: Any, key: str) -> Row:
-    obj = c.mapping(obj, key)
-    c.only(obj, key, {"label", "variant", "not_reproduced", "group"})
-    if "variant" not in obj:
-        raise c.fail(f"{key}.variant", "required key is missing (null when not reproduced)")
-    variant, not_reproduced = _variant_or_reason(c, obj, key)
-    return Row(id=rid, label=c.get(obj, "label", key, str), variant=variant,
-               not_reproduced=not_reproduced,
-               group=c.get(obj, "group", key, str, optional=True))
-
-
-def _protocol(c: _Checker, obj: Any, key: str) -> dict[str, Any]:
-    protocol = c.mapping(obj, key)
-    kinds = [kind for kind, names in PROTOCOL_KINDS.items() if any(n in protocol for n in names)]
-    if len(kinds) != 1:
-        raise c.fail(key, "give the keys of exactly one protocol kind: " + "; ".join(
-            f"{kind}: {', '.join(names)}" for kind, names in PROTOCOL_KINDS.items()))
-    for name in PROTOCOL_KINDS[kinds[0]]:
-        c.get(protocol, name, key, int)
-    if kinds[0] == "stylisation" and \
-            protocol["n_content"] * protocol["n_style"] != protocol["n_outputs"]:
-        raise c.fail(key, "n_outputs must equal n_content x n_style")
-    return dict(protocol)
-
-
-def _cell(c: _Checker, obj: Any, key: str, col: Column
-          ) -> tuple[float | None, CellSource | None]:
-    """A printed value (a number, or null for "-"), or {value, variant | not_reproduced}."""
-    source = None
-    if isinstance(obj, dict):
-        c.only(obj, key, {"value", "variant", "not_reproduced"})
-        if "value" not in obj:
-            raise c.fail(f"{key}.value", "required key is missing (null for a printed '-')")
-        variant, not_reproduced = _variant_or_reason(c, obj, key)
-        if col.metric is None:
-            raise c.fail(key, "only cells of a measured (`metric`) column name their own source")
-        source = CellSource(variant, not_reproduced)
-        obj = obj["value"]
-    if obj is None:
-        return None, source
-    if isinstance(obj, bool) or not isinstance(obj, int | float):
-        raise c.fail(key, f"expected a number, null (printed '-') or a mapping, got {obj!r}")
-    if not math.isfinite(obj) or round(obj, col.decimals) != obj:
-        raise c.fail(key, f"{obj!r} has more than the column's {col.decimals} printed decimals")
-    return float(obj), source
-
-
-def _table(c: _Checker, tid: str, obj: Any) -> Table:
-    key = f"tables.{tid}"
-    if not re.fullmatch(r"[A-Za-z0-9]+", tid):
-        raise c.fail(key, "table ids are the printed table numbers (letters and digits only)")
-    obj = c.mapping(obj, key)
-    c.only(obj, key, {"caption", "layout", "protocol", "columns", "rows", "cells", "entry"})
-    layout = c.get(obj, "layout", key, str)
-    if layout not in LAYOUTS:
-        raise c.fail(f"{key}.layout", f"{layout!r} is not one of {list(LAYOUTS)}")
-    protocol = _protocol(c, c.get(obj, "protocol", key, dict), f"{key}.protocol")
-    rows = {str(rid): _row(c, str(rid), r, f"{key}.rows.{rid}")
-            for rid, r in c.mapping(c.get(obj, "rows", key, dict), f"{key}.rows").items()}
-    columns = {str(cid): _column(c, str(cid), col, f"{key}.columns.{cid}", set(rows))
-               for cid, col in c.mapping(c.get(obj, "columns", key, dict),
-                                         f"{key}.columns").items()}
-    for cid, col in columns.items():
-        of = col.difference_of
-        if of is not None and (of not in columns or columns[of].metric is None):
-            raise c.fail(f"{key}.columns.{cid}.difference_of",
-                         f"{of!r} is not a measured (`metric`) column of this table")
-    raw_cells = c.mapping(c.get(obj, "cells", key, dict), f"{key}.cells")
-    c.only(raw_cells, f"{key}.cells", set(rows))
-    cells: dict[str, dict[str, float | None]] = {}
-    sources: dict[str, dict[str, CellSource]] = {}
-    for rid in rows:
-        rkey = f"{key}.cells.{rid}"
-        if rid not in raw_cells:
-            raise c.fail(rkey, "row has no cells")
-        row_cells = c.mapping(raw_cells[rid], rkey)
-        c.only(row_cells, rkey, set(columns))
-        cells[rid], sources[rid] = {}, {}
-        for cid, col in columns.items():
-            if cid not in row_cells:
-                raise c.fail(f"{rkey}.{cid}", "required key is missing (null for a printed '-')")
-            value, source = _cell(c, row_cells[cid], f"{rkey}.{cid}", col)
-            cells[rid][cid] = value
-            if source is not None:
-                sources[rid][cid] = source
-    return Table(id=tid, caption=c.get(obj, "caption", key, str), layout=layout,
-                 protocol=protocol, columns=columns, rows=rows, cells=cells, sources=sources,
-                 entry=c.get(obj, "entry", key, str, optional=True))
-
-
-def table_ids(claims_path: str | Path) -> list[str]:
-    """The table numbers of a claims file, as used in `<paper>_table<number>.md`."""
-    return list(load_claims(claims_path).tables)
-
-
-def load_claims(path: str | Path) -> Claims:
-    """Read and validate a claims file; every error names the file and the key."""
-    path = Path(path)
-    c = _Checker(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ClaimsError(f"{path}: claims file not found") from None
-    except yaml.YAMLError as e:
-        raise ClaimsError(f"{path}: not valid YAML: {e}") from None
-    doc = c.mapping(doc, "<top level>")
-    c.only(doc, "<top level>", {"paper", "title", "citation", "tables"})
-    tables = {str(tid): _table(c, str(tid), t)
-              for tid, t in c.mapping(c.get(doc, "tables", "<top level>", dict),
-                                      "tables").items()}
-    return Claims(path=path, paper=c.get(doc, "paper", "<top level>", str),
-                  title=c.get(doc, "title", "<top level>", str),
-                  citation=c.get(doc, "citation", "<top level>", str), tables=tables)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,17 +113,12 @@ def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
             if rec is None:
                 raise ValueError(f"{runs_dir / variant / 'metrics.json'}: no record for metric "
                                  f"{col.metric!r} (table {table.id}, column {cid!r})")
-            reasons = list(rec.non_comparable_reasons)
-            comparable = rec.comparable
-            if col.hardware_bound and comparable:  # the record did not say so itself
-                comparable = False
-                reasons.append(f"{col.hardware_bound}; measured on {rec.device}")
-            if not comparable and not reasons:
-                reasons.append("record marked non-comparable without a reason")
+            reasons = judge.reasons(rec, table.protocol, table.recipe_of(cid),
+                                    col.hardware_bound)
             out[rid][cid] = Cell(
                 paper=paper, mark=mark, value=rec.value, n_samples=rec.n_samples,
-                fingerprint=rec.fingerprint, comparable=comparable,
-                reasons=tuple(dict.fromkeys(reasons)), variant=variant,
+                fingerprint=rec.fingerprint, comparable=not reasons, reasons=tuple(reasons),
+                variant=variant, commit=rec.git_commit,
             )
     for cid, col in table.columns.items():
         if col.difference_of is not None:
@@ -424,9 +152,8 @@ def _fill_differences(table: Table, cid: str, col: Column,
             out[rid][cid] = Cell(
                 paper=paper, mark=mark, value=here.value - before.value,
                 n_samples=here.n_samples, fingerprint=fingerprint,
-                comparable=bool(here.comparable and before.comparable
-                                and before.fingerprint == here.fingerprint),
-                reasons=tuple(reasons), variant=here.variant)
+                comparable=not reasons, reasons=tuple(reasons), variant=here.variant,
+                commit=here.commit)
         previous = rid
 
 
@@ -503,15 +230,15 @@ def _reproduced_md(cell: Cell, col: Column, row: Row, legend: _Legend) -> str:
     return text if cell.comparable else f"{text}†"
 
 
-def _protocol_md(p: dict[str, Any]) -> str:
-    if "n_content" in p:
-        text = (f"{p['n_content']} content x {p['n_style']} style = {p['n_outputs']} outputs at "
-                f"{p['size']}x{p['size']}.")
-    else:
-        side = p["inception_size"]
-        text = (f"FID between {p['n_samples']} generated and {p['n_real']} real images, "
-                f"Inception input {side}x{side}.")
-    return f"Paper protocol: {text} {p.get('notes', '')}".rstrip()
+def _protocol_md(table: Table) -> str:
+    p = table.protocol
+    measured = ", ".join(f"{name} {p[k]}" for k, (name, _) in judge.EVAL_FACTS.items() if k in p)
+    text = f"Paper protocol: {p['data']}; {measured}." if measured else \
+        f"Paper protocol: {p['data']}."
+    if table.recipe:
+        text += " Paper recipe: " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                              for k, v in table.recipe.items()) + "."
+    return f"{text} {p.get('notes', '')}".rstrip()
 
 
 def _column_md(col: Column) -> str:
@@ -524,6 +251,13 @@ def _column_md(col: Column) -> str:
     return f"- {col.label}: {what}; {col.protocol}"
 
 
+def _other_commits(table: Table, cells: dict[str, dict[str, Cell]], commit: str
+                   ) -> dict[str, str]:
+    """variant -> record commit, for reproduced cells measured at another commit."""
+    return {cell.variant: cell.commit for rid in table.rows for cell in cells[rid].values()
+            if cell.reproduced and cell.commit not in (None, commit)}
+
+
 def render_markdown(claims: Claims, table: Table, cells: dict[str, dict[str, Cell]],
                     preset: str, commit: str, claims_display: str) -> str:
     legend = _legend(table, cells)
@@ -533,10 +267,15 @@ def render_markdown(claims: Claims, table: Table, cells: dict[str, dict[str, Cel
     if legend.reasons:
         lines += ["> **Not comparable with the paper** (values marked †): "
                   + "; ".join(legend.reasons) + ".", ""]
+    stale = _other_commits(table, cells, commit)
+    if stale:
+        lines += ["> ⚠ **Records from another commit than this table's** (`" + commit + "`): "
+                  + "; ".join(f"`{v}` at `{c}`" for v, c in stale.items())
+                  + ". Rerun their jobs to measure them with this code.", ""]
     lines += [
         f"Preset `{preset}` · commit `{commit}` · claims `{claims_display}` · "
         f"paper: {claims.citation}.", "",
-        _protocol_md(table.protocol), "",
+        _protocol_md(table), "",
         "Paper values as printed (**bold** best, <u>underlined</u> second best). Reproduced values "
         "carry their record's fingerprint group as a superscript.", "",
     ]
@@ -625,6 +364,7 @@ def render_csv(table: Table, cells: dict[str, dict[str, Cell]], preset: str, com
                 "comparable": cell.comparable if done else "",
                 "non_comparable_reasons": "; ".join(cell.reasons),
                 "not_reproduced": not_reproduced,
+                "record_commit": cell.commit or "",
                 "preset": preset, "commit": commit,
             })
     return buf.getvalue()

@@ -11,10 +11,8 @@ goes through `resolve`, which honours the `weights:` setting:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sparsegen.download import DownloadError, check_file, download
 from sparsegen.io import atomic_path
@@ -228,16 +226,3 @@ def fetch(name: str, dest_dir: str | Path, timeout: float = 60.0) -> Path:
         f"could not fetch weights {name!r} ({spec.description}).\n  "
         + "\n  ".join(errors) + f"\n{hint}"
     )
-
-
-# Networks each paper's evaluation loads; Snakemake and DVC make them inputs of the evaluate
-# jobs only under `weights: pretrained`.
-EVALUATION_WEIGHTS: dict[str, tuple[str, ...]] = {
-    "stya2k": ("vgg19_normalised", "alexnet_torchvision"),
-    "stylenat": ("inception_fid_pytorch", "inception_fid_torchscript"),
-}
-
-
-def training_weights(paper: str, settings: Mapping[str, Any]) -> list[str]:
-    """Pretrained networks a paper's training loads (StyA2K's frozen encoder; StyleNAT none)."""
-    return [settings["model"]["encoder"]] if paper == "stya2k" else []

@@ -6,6 +6,7 @@ import torch
 from scipy import linalg
 from torch import nn
 
+from sparsegen import judge
 from sparsegen.io import write_image
 from sparsegen.metrics import MetricContext, fid, get
 from sparsegen.metrics.inputs import ImageSet
@@ -118,7 +119,7 @@ def test_fid_record_protocol_and_batch_size_independence(tmp_path, torchscript_f
     assert p["mode"] == "clean" and p["n_a"] == 4 and p["n_b"] == 4
     assert p["file_format"] == {"a": "jpg", "b": "uint8-array"}
     assert p["image_size"] == {"a": [48, 48], "b": [32, 32]} and "PIL bicubic" in p["resize"]
-    assert recs[0].comparable and recs[0].n_samples == 4
+    assert not judge.reasons(recs[0], {}, {}) and recs[0].n_samples == 4
     assert recs[0].extractor_weights == {"name": "inception_fid_torchscript",
                                          "sha256": "34" * 32}
 
@@ -149,7 +150,7 @@ def test_random_mode_is_non_comparable_and_offline_errors(tmp_path):
     imgs = photos_uint8(32)
     rec = get("fid_legacy_pytorch")(imgs[:2], imgs[2:4],
                                     MetricContext(weights_mode="random", weights_dir=tmp_path))
-    assert not rec.comparable and "inception_fid_pytorch" in rec.non_comparable_reasons[0]
+    assert "inception_fid_pytorch" in judge.reasons(rec, {}, {})[0]
     assert rec.protocol["extractor"].startswith("inception_fid_pytorch:random-init")
     assert rec.value > 0 and rec.protocol["trace_sqrt"] == fid.SQRTM_LOW_RANK
     _, fp = fid.build_extractor("clean", ResolvedWeights("inception_fid_torchscript", None,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparsegen import judge
 from sparsegen.metrics import MetricContext, get, perceptual
 from sparsegen.metrics.registry import import_needing_torchvision
 from sparsegen.provenance import sha256_file
@@ -60,7 +61,7 @@ def test_pretrained_backbone_file_matches_lpips_package_per_image(photos64, tmp_
     ref = _per_image(_reference_lpips(state), a, b)
     np.testing.assert_allclose(rec.per_sample, ref, rtol=1e-5)
     assert vals[0] == pytest.approx(vals[1], rel=1e-6)
-    assert rec.comparable and rec.extractor_weights["sha256"] == w.sha256
+    assert not judge.reasons(rec, {}, {}) and rec.extractor_weights["sha256"] == w.sha256
     assert rec.protocol["heads_sha256"] == perceptual.ALEX_HEADS_SHA256
     assert rec.protocol["backbone"] == f"alexnet_torchvision:sha256:{w.sha256}"
     same = get("lpips_alex")(a, a, ctx)
@@ -75,6 +76,6 @@ def test_random_backbone_is_seeded_and_non_comparable(photos64, ctx_random, tmp_
     np.testing.assert_allclose(rec.per_sample, _per_image(_reference_lpips(None), a, b),
                                rtol=1e-5)
     assert get("lpips_alex")(a, b, ctx_random).value == rec.value
-    assert not rec.comparable and "alexnet_torchvision" in rec.non_comparable_reasons[0]
+    assert "alexnet_torchvision" in judge.reasons(rec, {}, {})[0]
     with pytest.raises(WeightsError, match=r"alexnet-owt-7be5be79\.pth"):
         get("lpips_alex")(a, b, MetricContext(weights_mode="pretrained", weights_dir=tmp_path))

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from sparsegen import judge
 from sparsegen.metrics import (
     Measurement,
     MetricContext,
@@ -18,8 +19,8 @@ from sparsegen.weights import ResolvedWeights
 
 JSON_KEYS = {
     "metric", "value", "n_samples", "higher_is_better", "protocol", "extractor_weights", "seeds",
-    "comparable", "non_comparable_reasons", "fingerprint", "per_sample", "versions",
-    "git_commit", "created_at", "device", "source", "extra",
+    "fingerprint", "per_sample", "versions", "git_commit", "created_at", "device", "source",
+    "facts", "extra",
 }
 
 
@@ -58,7 +59,6 @@ def test_record_json_shape_round_trip_and_file(tmp_path):
     d = rec.to_dict()
     assert set(d) == JSON_KEYS
     assert d["extractor_weights"] == {"name": "vgg19_normalised", "sha256": "ab" * 32}
-    assert d["comparable"] is True and d["non_comparable_reasons"] == []
     assert len(d["fingerprint"]) == 12 and int(d["fingerprint"], 16) >= 0
     assert "torch" in d["versions"] and d["created_at"].endswith("+00:00")
     json.dumps(d)  # serialisable as is
@@ -66,7 +66,7 @@ def test_record_json_shape_round_trip_and_file(tmp_path):
     rec.source = {"paper": "stya2k", "variant": "full"}
     path = tmp_path / "m" / "metrics.json"
     write_records(path, [rec, _record(sha="ef" * 32)])
-    assert list(json.loads(path.read_text())) == ["records"]
+    assert json.loads(path.read_text())["summary"] == {"content_loss_stytr2": 1.5}
     back = read_records(path)
     assert back[0] == rec and back[1].extractor_weights["sha256"] == "ef" * 32
 
@@ -80,14 +80,11 @@ def test_fingerprint_depends_on_protocol_and_weights_only():
                                         "ab" * 32)
 
 
-def test_random_init_extractor_marks_record_and_reasons_deduplicate():
+def test_a_random_init_extractor_is_a_reason_of_the_judge():
     rec = _record(sha="random-init")
-    assert rec.comparable is False
-    assert len(rec.non_comparable_reasons) == 1
-    assert "vgg19_normalised" in rec.non_comparable_reasons[0]
-    rec.mark_non_comparable("synthetic data")
-    rec.mark_non_comparable("synthetic data")
-    assert rec.non_comparable_reasons[1:] == ["synthetic data"]
+    reasons = judge.reasons(rec, {}, {})
+    assert len(reasons) == 1 and "vgg19_normalised" in reasons[0]
+    assert judge.reasons(_record(), {}, {}) == []
 
 
 def test_bad_records_files_name_the_problem(tmp_path):
@@ -107,4 +104,4 @@ def test_bad_records_files_name_the_problem(tmp_path):
 def test_metric_call_attaches_source(photos64):
     rec = get("l1")(photos64[:2], photos64[2:4], MetricContext(), source={"paper": "dynast"})
     assert rec.source == {"paper": "dynast"} and rec.metric == "l1"
-    assert rec.extractor_weights is None and rec.comparable
+    assert rec.extractor_weights is None and not judge.reasons(rec, {}, {})

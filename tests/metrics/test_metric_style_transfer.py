@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from sparsegen import judge
 from sparsegen.metrics import MetricContext, get
 from sparsegen.nets.vgg import LAYERS, VGGEncoder
 from sparsegen.weights import ResolvedWeights, WeightsError
@@ -94,7 +95,7 @@ def test_loads_an_adain_format_file_and_is_comparable(photos64, tmp_path):
     rec = get("content_loss_stytr2")(stylised, content, ctx)
     np.testing.assert_allclose(rec.per_sample, _np_content(_features(run, stylised),
                                                            _features(run, content)), rtol=1e-5)
-    assert rec.comparable and rec.extractor_weights == {"name": "vgg19_normalised",
+    assert not judge.reasons(rec, {}, {}) and rec.extractor_weights == {"name": "vgg19_normalised",
                                                         "sha256": "12" * 32}
     assert "12" * 32 in rec.protocol["extractor"]
     assert rec.protocol["image_size"] == [64, 64] and rec.protocol["resize"] == "none"
@@ -107,7 +108,7 @@ def test_loads_an_adain_format_file_and_is_comparable(photos64, tmp_path):
 
 def test_offline_behaviour(photos64, ctx_random, tmp_path):
     rec = get("style_loss_stytr2")(photos64[:2], photos64[2:4], ctx_random)
-    assert not rec.comparable and "vgg19_normalised" in rec.non_comparable_reasons[0]
+    assert "vgg19_normalised" in judge.reasons(rec, {}, {})[0]
     assert rec.extractor_weights == {"name": "vgg19_normalised", "sha256": "random-init"}
     with pytest.raises(WeightsError, match=r"vgg_normalised\.pth"):
         get("content_loss_stytr2")(photos64[:2], photos64[2:4],

@@ -13,18 +13,21 @@ import pytest
 import torch
 from torch import nn
 
-from sparsegen import timing
+from sparsegen import judge, timing
+from sparsegen.claims import load_claims
 from sparsegen.data.manifest import write_manifest
 from sparsegen.io import read_image, write_image
 from sparsegen.metrics import MetricContext, get
 from sparsegen.metrics import fid as fid_metric
 from sparsegen.metrics.inputs import ImageSet
+from sparsegen.metrics.records import Measurement, ResultRecord
 from sparsegen.models.stylenat import evaluation, sampling
 from sparsegen.models.stylenat.generator import build_generator
 from sparsegen.models.stylenat.layers import from_unit_range
-from sparsegen.provenance import sha256_file
+from sparsegen.provenance import REPO_ROOT, sha256_file
 from sparsegen.train import checkpoint
 
+CLAIMS = REPO_ROOT / "pipeline" / "claims" / "stylenat.yaml"
 TINY_MODEL = {"resolution": 16, "style_dim": 8, "n_mlp": 2, "lr_mlp": 0.01, "max_channels": 16,
               "channel_multiplier": 2, "head_dim": 4, "min_heads": 4, "mlp_ratio": 2,
               "attention": "hydra_na", "kernel_size": 7, "dilations": "progressive",
@@ -206,18 +209,36 @@ def test_real_subset_is_seeded_and_checked(prepared, tmp_path):
         evaluation.real_subset(make_settings(prepared, tmp_path, n_real=11))
 
 
-def test_paper_protocol_has_no_data_reasons(prepared, tmp_path):
-    settings = make_settings(prepared, tmp_path)
-    settings["datasets"]["images"] = {"name": "ffhq256", "source": "ffhq"}
-    assert evaluation.data_reasons(settings, 50000, 50000, 299) == []
-    settings["preset"] = "paper"
-    assert evaluation.preset_reasons(settings) == []
-    reasons = evaluation.data_reasons(make_settings(prepared, tmp_path), 200, 100, 96)
-    assert reasons == [
-        "synthetic data (faces; paper: FFHQ or LSUN Church outdoor)",
+TRAINING = {"processes": 8, "batch_per_process": 8, "global_batch": 64, "iterations": 1000000,
+            "checkpoint": "best", "checkpoint_step": 940000, "networks": {}, "code": ["c0de"]}
+
+
+def _judged(record) -> list[str]:
+    """The judge's reasons for a record against Table 1's FID-256 (the paper's protocol)."""
+    table = load_claims(CLAIMS).tables["1"]
+    return judge.reasons(record, table.protocol, table.recipe_of("fid_256"))
+
+
+def test_paper_protocol_has_no_data_reasons():
+    record = ResultRecord.from_measurement("fid_legacy_pytorch", False,
+                                           Measurement(2.1, 50000, {"n": 50000}))
+    record.extractor_weights = {"name": "inception_fid_pytorch", "sha256": "ab" * 32}
+    record.facts = {"preset": "paper", "data": {"images": {"name": "ffhq256", "real": True}},
+                    "eval": {"n_samples": 50000, "n_real": 50000, "inception_size": 299},
+                    "training": TRAINING}
+    assert _judged(record) == []
+    record.facts = {"preset": "smoke", "data": {"images": {"name": "faces", "real": False}},
+                    "eval": {"n_samples": 200, "n_real": 100, "inception_size": 96},
+                    "training": {**TRAINING, "processes": 1, "global_batch": 8,
+                                 "checkpoint": "final"}}
+    assert _judged(record) == [
+        "preset smoke: shortened training of a reduced model",
+        "synthetic data (images faces; paper: FFHQ (70,000 images))",
         "FID from 200 generated images (paper: 50000)",
         "FID against 100 real images (paper: a random 50000)",
         "Inception input 96x96 (FID protocol: 299x299)",
+        "trained with global batch 8 (1 process(es); paper: 64)",
+        "evaluated on the final checkpoint (step 940000; paper: the best of its checkpoints)",
     ]
 
 
@@ -229,7 +250,8 @@ def _fake_samples(folder: Path, n: int) -> Path:
                     rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
     write_image(folder / sampling.GRID, np.zeros((16, 16, 3), np.uint8))  # not an FID input
     (folder / sampling.SAMPLING_JSON).write_text(json.dumps(
-        {"n_samples": n, "sample_seed": 0, "generator": "g_ema"}))
+        {"n_samples": n, "sample_seed": 0, "generator": "g_ema",
+         "training": {**TRAINING, "processes": 1, "global_batch": 8, "checkpoint": "final"}}))
     (folder / sampling.THROUGHPUT_JSON).write_text(json.dumps({
         "img_per_s": 12.5, "batch": 1, "warmup": 1, "repeats": 2, "mean_s": 0.08,
         "median_s": 0.08, "std_s": 0.0, "timer": "CUDA events per forward, synchronised",
@@ -260,18 +282,22 @@ def test_evaluate_records_fid_throughput_and_params(prepared, tmp_path, tiny_inc
     assert fid.source == {"paper": "stylenat", "variant": "stylenat", "preset": "smoke",
                           "samples": str(samples)}
     for name in ("fid_legacy_pytorch", "fid_clean"):
-        reasons = records[name].non_comparable_reasons
-        assert not records[name].comparable
+        reasons = _judged(records[name])
         assert any("randomly initialised" in r for r in reasons)
         assert "FID from 6 generated images (paper: 50000)" in reasons
         assert "Inception input 75x75 (FID protocol: 299x299)" in reasons
-        assert any(r.startswith("synthetic data (faces") for r in reasons)
-        assert reasons[-1].startswith("preset smoke")
+        assert any(r.startswith("synthetic data (images faces") for r in reasons)
+        assert reasons[0].startswith("preset smoke")
+        assert "trained with global batch 8 (1 process(es); paper: 64)" in reasons
     speed, size = records["throughput_img_s"], records["params_m"]
-    assert speed.value == 12.5 and speed.higher_is_better and not speed.comparable
-    assert any("NVIDIA H100 80GB HBM3" in r for r in speed.non_comparable_reasons)
+    assert speed.value == 12.5 and speed.higher_is_better
+    table = load_claims(CLAIMS).tables["1"]
+    speed_reasons = judge.reasons(speed, table.protocol, {},
+                                  table.columns["throughput"].hardware_bound)
+    assert any("NVIDIA H100 80GB HBM3" in r for r in speed_reasons)
     assert size.value == pytest.approx(0.026988) and not size.higher_is_better
-    assert size.non_comparable_reasons == ["preset smoke: shortened training of a reduced model"]
+    assert judge.reasons(size, table.protocol, {}) == [
+        "preset smoke: shortened training of a reduced model"]
     # The real set's features were cached; a second evaluation reads them and agrees.
     cached = sorted(evaluation.fid_cache_dir(settings).glob("*.npz"))
     assert [p.name.split("_75_")[0] for p in cached] == ["clean", "legacy_pytorch"]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sparsegen.claims import ClaimsError, load_claims, table_ids
 from sparsegen.config import load_params, resolve
 from sparsegen.provenance import REPO_ROOT
-from sparsegen.tables import ClaimsError, load_claims, table_ids
 
 # The printed tables (StyA2K, ICCV 2023), in the paper's own orientation; <b> best, <u> second.
 TABLE1 = """
@@ -342,7 +342,8 @@ def _sn_records(tmp_path: Path, odd_fid: str | None = None) -> tuple[Path, dict[
             rec = ResultRecord.from_measurement(metric, metric == "throughput_img_s",
                                                 Measurement(value, 200, protocol))
             rec.source = {"paper": "stylenat", "variant": v, "preset": "smoke"}
-            rec.mark_non_comparable("synthetic data (smoke)")
+            rec.facts = {"preset": "smoke",
+                         "data": {"images": {"name": "smoke_faces", "real": False}}}
             records.append(rec)
         fids[v] = 10.0 + i
         write_records(runs / v / "metrics.json", records)
@@ -378,7 +379,8 @@ def test_stylenat_tables_resolve_cell_variants_differences_and_settings(tmp_path
     assert f"{fids['ffhq1024']:.4f}<sup>" in md1 and "(`ffhq1024`)" in md1
     assert "| Transformers | StyleNAT (ours) | `stylenat` | 2.05 |" in md1
     assert "| Convolutions | StyleGAN3-T | — | - | — (n" in md1
-    assert "FID between 50000 generated and 50000 real images, Inception input 299x299" in md1
+    assert ("Paper protocol: FFHQ (70,000 images); generated images 50000, real images 50000, "
+            "Inception input side 299.") in md1
     # Table 3: diff = FID of the row minus the row above, from the same protocol.
     t3 = _sn_csv(out, "3")
     order = ["styleswin", "na", "dina", "stylenat", "prog_di4"]

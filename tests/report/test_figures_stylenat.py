@@ -31,8 +31,7 @@ def _record(metric: str, value: float, variant: str, comparable: bool = False,
     rec = ResultRecord.from_measurement(metric, metric == "throughput_img_s",
                                         Measurement(value, 10, protocol or {"n": 10}))
     rec.source = {"paper": "stylenat", "variant": variant, "preset": "smoke"}
-    if not comparable:
-        rec.mark_non_comparable("synthetic data")
+    rec.facts = {"preset": "paper" if comparable else "smoke"}
     return rec
 
 
@@ -165,7 +164,8 @@ def test_notebook_takes_paths_and_calls_existing_figures():
 
     notebook = REPO_ROOT / "notebooks" / "stylenat.ipynb"
     params = papermill.inspect_notebook(str(notebook))
-    assert set(params) == {"runs_dir", "figures_dir"}  # what pipeline/rules/figures.smk passes
+    # what pipeline/rules/figures.smk passes
+    assert set(params) == {"runs_dir", "figures_dir", "claims"}
     assert all(p["inferred_type_name"] == "str" for p in params.values())
     nb = nbformat.read(notebook, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")

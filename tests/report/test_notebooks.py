@@ -109,7 +109,7 @@ def test_external_references(html, found):
 def test_stya2k_notebook_takes_paths_and_calls_existing_figures():
     params = papermill.inspect_notebook(str(STYA2K_NOTEBOOK))
     # The figures rule passes exactly these (pipeline/rules/figures.smk).
-    assert set(params) == {"runs_dir", "figures_dir"}
+    assert set(params) == {"runs_dir", "figures_dir", "claims"}
     assert all(p["inferred_type_name"] == "str" for p in params.values())
     nb = nbformat.read(STYA2K_NOTEBOOK, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")

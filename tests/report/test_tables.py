@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from sparsegen.claims import load_claims
 from sparsegen.metrics.records import write_records
 from sparsegen.provenance import REPO_ROOT
-from sparsegen.tables import load_claims, tabulate
+from sparsegen.tables import tabulate
 
 CLAIMS = REPO_ROOT / "pipeline" / "claims" / "stya2k.yaml"
 
@@ -77,15 +78,15 @@ def test_non_comparable_records_are_labelled(tmp_path, write_metrics):
         md = (tmp_path / "tables" / f"stya2k_table{n}.md").read_text()
         banner = md.splitlines()[2]
         assert banner.startswith("> **Not comparable with the paper**")
-        assert "12 samples (paper 300)" in banner and "synthetic smoke data" in banner
+        assert "12 outputs (paper: 300)" in banner and "synthetic data" in banner
         rows = [r for r in read_csv(tmp_path / "tables" / f"stya2k_table{n}.csv")
                 if r["variant"] and r["reproduced_value"]]
         assert rows and all(r["comparable"] == "False" for r in rows)
-        assert all("synthetic smoke data" in r["non_comparable_reasons"] for r in rows)
+        assert all("synthetic data" in r["non_comparable_reasons"] for r in rows)
     md2 = (tmp_path / "tables" / "stya2k_table2.md").read_text()
     assert "| Full Model | `full` |" in md2
     full_row = next(line for line in md2.splitlines() if line.startswith("| Full Model"))
-    assert full_row.count("†") == 3 and full_row.endswith("| no (1, 2) |")
+    assert full_row.count("†") == 3 and full_row.endswith("| no (1, 2, 3, 4, 5, 6, 7, 8) |")
 
 
 def test_mixed_fingerprints_in_a_column_are_marked(tmp_path, write_metrics):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,140 @@ def test_resume_with_another_process_count_is_reported(tmp_path: Path, capsys) -
     assert _train(tmp_path)
     out = capsys.readouterr().out
     assert "written by a run of 2 process(es), this run has 1" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run resumes from: only a checkpoint made from the same inputs; code alone may differ.
+
+
+def _data_settings(root: Path, code: str = "code-a") -> dict:
+    """Settings that read a prepared dataset `images` under root (a manifest is enough)."""
+    from sparsegen.data.manifest import write_manifest
+
+    if not (root / "images" / "manifest.csv").exists():
+        write_manifest(root / "images", [{"id": "a", "split": "train", "path": "a.png",
+                                          "sha256": "0" * 64}])
+    return {**SETTINGS, "paths": {"prepared": str(root)}, "code": code,
+            "datasets": {"images": {"name": "images"}}}
+
+
+def _run(run_dir: Path, settings: dict, stop_after: int | None = None) -> loop.Outcome:
+    return loop.run(ToyTask(), _cfg(stop_after), settings, run_dir, run_dir / "final.pt",
+                    run_dir / "train_log.csv", kept_dir=run_dir / "kept")
+
+
+def test_a_complete_run_rewrites_every_output_from_its_checkpoint(tmp_path: Path, capsys
+                                                                   ) -> None:
+    settings = _data_settings(tmp_path / "prepared")
+    run_dir = tmp_path / "run"
+    assert _run(run_dir, settings)
+    log = (run_dir / "train_log.csv").read_text()
+    final = _final_state(run_dir)
+    (run_dir / "train_log.csv").unlink()  # as Snakemake deletes a rerun job's outputs
+    (run_dir / "final.pt").unlink()
+    capsys.readouterr()
+    outcome = _run(run_dir, settings)
+    assert outcome and outcome.step == 20
+    assert "resuming from" in capsys.readouterr().out
+    assert (run_dir / "train_log.csv").read_text() == log  # the rows come from the checkpoint
+    assert all(torch.equal(final[k], _final_state(run_dir)[k]) for k in final)
+
+
+def test_other_prepared_data_starts_afresh_and_says_why(tmp_path: Path, capsys) -> None:
+    prepared = tmp_path / "prepared"
+    settings = _data_settings(prepared)
+    run_dir = tmp_path / "run"
+    assert not _run(run_dir, settings, stop_after=5)
+    manifest = prepared / "images" / "manifest.csv"
+    manifest.write_text(manifest.read_text())  # rewritten, same bytes: resumes
+    capsys.readouterr()
+    assert not _run(run_dir, settings, stop_after=10)
+    assert "resuming from" in capsys.readouterr().out
+    manifest.write_text(manifest.read_text().replace("0" * 64, "1" * 64))  # other data
+    assert _run(run_dir, settings)
+    out = capsys.readouterr().out
+    assert "other prepared data for images" in out and "starting afresh" in out
+    assert len(list((run_dir / "ckpt").glob("last.stale-*.pt"))) == 1
+    straight = tmp_path / "straight"
+    assert _run(straight, settings)  # the fresh run equals an uninterrupted one on the new data
+    a, b = _final_state(straight), _final_state(run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_other_weights_or_upstream_checkpoint_start_afresh(tmp_path: Path, capsys) -> None:
+    settings = {**_data_settings(tmp_path / "prepared"), "weights_state": {"vgg": "random-init"}}
+    run_dir = tmp_path / "run"
+    assert not _run(run_dir, settings, stop_after=5)
+    capsys.readouterr()
+    assert not _run(run_dir, {**settings, "weights_state": {"vgg": "ab" * 32}}, stop_after=6)
+    assert "other pretrained weights for vgg" in capsys.readouterr().out
+    upstream = tmp_path / "up.pt"
+    upstream.write_bytes(b"one")
+    uses = {"encoder": {"variant": "enc", "checkpoint": str(upstream)}}
+    assert not _run(run_dir, {**settings, "uses": uses}, stop_after=7)
+    upstream.write_bytes(b"two")
+    capsys.readouterr()
+    assert not _run(run_dir, {**settings, "uses": uses}, stop_after=8)
+    assert "other upstream checkpoint for encoder" in capsys.readouterr().out
+
+
+def test_a_code_change_alone_resumes_and_the_lineage_records_it(tmp_path: Path, capsys) -> None:
+    from sparsegen import judge
+    from sparsegen.train.checkpoint import training_facts
+
+    prepared = tmp_path / "prepared"
+    run_dir = tmp_path / "run"
+    assert not _run(run_dir, _data_settings(prepared, code="code-a"), stop_after=5)
+    capsys.readouterr()
+    assert _run(run_dir, _data_settings(prepared, code="code-b"))
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "code changed since step 5" in out
+    final = checkpoint.load(run_dir / "final.pt")
+    assert [(e["code"], e["from_step"]) for e in final["lineage"]] == [("code-a", 0),
+                                                                       ("code-b", 5)]
+    facts = training_facts(final)
+    assert facts["code"] == ["code-a", "code-b"]
+    record = _record_with(facts)
+    assert any(r.startswith("mixed lineage: training resumed across 2 code versions")
+               for r in judge.reasons(record, {"data": "x"}, {}))
+    straight = tmp_path / "straight"
+    assert _run(straight, _data_settings(prepared, code="code-a"))
+    assert training_facts(checkpoint.load(straight / "final.pt"))["code"] == ["code-a"]
+
+
+def _record_with(training: dict):
+    from sparsegen.metrics.records import Measurement, ResultRecord
+
+    record = ResultRecord.from_measurement("l1", False, Measurement(1.0, 1, {}))
+    record.facts = {"training": training}
+    return record
+
+
+def test_a_deadline_stops_checkpointed_and_the_next_attempt_resumes(tmp_path: Path) -> None:
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert _train(straight)
+    cfg = loop.LoopConfig(**{**_cfg().__dict__, "deadline": 0.0})  # already past
+    outcome = loop.run(ToyTask(), cfg, SETTINGS, stopped, stopped / "final.pt",
+                       stopped / "train_log.csv")
+    assert not outcome and outcome.reason == "deadline" and outcome.step == 1
+    assert checkpoint.load(stopped / "ckpt" / loop.LAST)["step"] == 1
+    assert not (stopped / "final.pt").exists()
+    assert _train(stopped)
+    a, b = _final_state(straight), _final_state(stopped)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kept_checkpoints_are_published_with_their_hashes(tmp_path: Path) -> None:
+    from sparsegen.provenance import sha256_file
+
+    cfg = loop.LoopConfig(**{**_cfg().__dict__, "keep_every": 10})
+    run_dir = tmp_path / "run"
+    assert loop.run(ToyTask(), cfg, SETTINGS, run_dir, run_dir / "final.pt",
+                    run_dir / "log.csv", kept_dir=run_dir / "kept")
+    index = json.loads((run_dir / "kept" / loop.KEPT_INDEX).read_text())["checkpoints"]
+    assert [e["step"] for e in index] == [10, 20]
+    for entry in index:
+        path = run_dir / "kept" / entry["file"]
+        assert sha256_file(path) == entry["sha256"]
+        assert checkpoint.load(path)["step"] == entry["step"]
+    assert not checkpoint.load(run_dir / "kept" / index[0]["file"])["optimizers"]

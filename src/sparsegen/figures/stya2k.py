@@ -26,9 +26,10 @@ from sparsegen.figures.common import (
     training_curves,
 )
 from sparsegen.io import read_image
+from sparsegen.models.stya2k import PAPER
 
 SAMPLE_COLUMNS = ("id", "content_id", "style_id", "output", "content_path", "style_path")
-LOSS_COLUMNS = ("loss", "global", "a2k", "adaa2k")
+LOSS_COLUMNS = PAPER.loss_columns
 COMPARISON = {"full": "StyA2K", "adaattn": "AdaAttN (ours)", "adain": "AdaIN (ours)"}  # Fig. 6
 ABLATION = {  # Fig. 7, the Table 2 models
     "all_to_all": "All-to-all", "wo_da": "w/o DA", "wo_pa": "w/o PA",

@@ -1,7 +1,12 @@
 """Result records: one JSON object per metric value, with everything that changes the number.
 
-A metrics file is ``{"records": [...]}``. The fingerprint hashes the metric name, its protocol and
-the extractor's weights hash, so two values with the same fingerprint were measured the same way.
+A metrics file is ``{"summary": {metric: value}, "records": [...]}`` (the summary is what
+`dvc metrics show` reads). The fingerprint hashes the metric name, its protocol and the
+extractor's weights hash, so two values with the same fingerprint were measured the same way.
+
+A record states facts, not verdicts: `facts` says what the number was measured on (preset, data
+real or synthetic, sample counts and sizes, the training recipe of the checkpoint). Whether it
+compares with a paper's number is decided once, at table time, by `sparsegen.judge`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from sparsegen.provenance import (
     library_versions,
     stable_hash,
 )
-from sparsegen.weights import RANDOM_INIT, ResolvedWeights
+from sparsegen.weights import ResolvedWeights
 
 
 @dataclass
@@ -49,8 +54,6 @@ class ResultRecord:
     protocol: dict[str, Any]
     extractor_weights: dict[str, str] | None
     seeds: list[int] | None
-    comparable: bool
-    non_comparable_reasons: list[str]
     fingerprint: str
     per_sample: list[float] | None
     versions: dict[str, str]
@@ -58,6 +61,7 @@ class ResultRecord:
     created_at: str
     device: str
     source: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -66,7 +70,7 @@ class ResultRecord:
         weights = None
         if m.extractor is not None:
             weights = {"name": m.extractor.name, "sha256": m.extractor.sha256}
-        record = cls(
+        return cls(
             metric=metric,
             value=float(m.value),
             n_samples=int(m.n_samples),
@@ -74,8 +78,6 @@ class ResultRecord:
             protocol=m.protocol,
             extractor_weights=weights,
             seeds=m.seeds,
-            comparable=True,
-            non_comparable_reasons=[],
             fingerprint=fingerprint(metric, m.protocol, weights["sha256"] if weights else None),
             per_sample=m.per_sample,
             versions=library_versions(),
@@ -84,17 +86,6 @@ class ResultRecord:
             device=device_description(device),
             extra=m.extra,
         )
-        if m.extractor is not None and m.extractor.sha256 == RANDOM_INIT:
-            record.mark_non_comparable(
-                f"feature extractor {m.extractor.name} is randomly initialised "
-                "(pretrained file not used)")
-        return record
-
-    def mark_non_comparable(self, reason: str) -> None:
-        """Flag the value as not comparable with the paper; reasons are kept once each."""
-        self.comparable = False
-        if reason not in self.non_comparable_reasons:
-            self.non_comparable_reasons.append(reason)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,7 +94,7 @@ class ResultRecord:
     def from_dict(cls, data: dict[str, Any]) -> ResultRecord:
         if not isinstance(data, dict):
             raise ValueError(f"a metric record must be a JSON object, got {type(data).__name__}")
-        optional = {"source", "extra"}
+        optional = {"source", "facts", "extra"}
         known = [f.name for f in fields(cls)]
         missing = [k for k in known if k not in data and k not in optional]
         if missing:
@@ -115,8 +106,9 @@ class ResultRecord:
 
 
 def write_records(path: str | Path, records: list[ResultRecord]) -> None:
-    """Write ``{"records": [...]}`` atomically."""
-    write_json(path, {"records": [r.to_dict() for r in records]})
+    """Write ``{"summary": {metric: value}, "records": [...]}`` atomically."""
+    write_json(path, {"summary": {r.metric: r.value for r in records},
+                      "records": [r.to_dict() for r in records]})
 
 
 def read_records(path: str | Path) -> list[ResultRecord]:

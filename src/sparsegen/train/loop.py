@@ -1,15 +1,23 @@
 """The shared training loop.
 
 A paper plugs in a `TrainTask`; the loop owns everything else: seeding, the learning-rate
-schedule, periodic atomic checkpoints, resuming after a kill, the loss log and the progress bar.
+schedule, periodic atomic checkpoints, resuming after a kill, the loss log, kept checkpoints and
+progress (a bar on a terminal, a plain line every 30 s in a job's log: `sparsegen.progress`).
 
 Resume gives the same result as an uninterrupted run because (1) batches and any other
 randomness of step `s` are drawn from generators seeded by `step_seed(seed, s)`, (2) the schedule
 is a pure function of the step, and (3) module and optimizer states are restored exactly.
 
+A run resumes only from a checkpoint made from the same inputs: settings, prepared data
+(manifest hashes), pretrained weights and upstream checkpoints (`checkpoint.run_identity`).
+Anything else is moved aside (`last.stale-<hash>.pt`) and training starts afresh, saying why. A
+code change alone resumes: the checkpoint's lineage records every code fingerprint the run
+trained under (the judge reports a mixed lineage). A run that finds its training complete still
+writes every output (final checkpoint, loss log, kept checkpoints) from the checkpoint.
+
 Under torchrun (see `sparsegen.train.distributed`) every rank runs this loop: rank r draws its
 batches from its own seed streams, so ranks see different data; only rank 0 writes the
-checkpoints, the loss log and the progress bar, and checkpoint writes are fenced by barriers.
+checkpoints, the loss log and the progress, and checkpoint writes are fenced by barriers.
 Wrapping networks in DDP is the task's business (`distributed.wrap`), as is the EMA.
 """
 
@@ -17,21 +25,25 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from tqdm import tqdm
 
-from sparsegen.io import write_text
+from sparsegen.io import atomic_dir, write_json, write_text
+from sparsegen.progress import Progress
+from sparsegen.provenance import git_commit, sha256_file
 from sparsegen.train import checkpoint, distributed
 from sparsegen.train.seeding import step_seed
 
 LAST = "last.pt"
+KEPT_INDEX = "index.json"
 
 
 class TrainTask(Protocol):
@@ -57,8 +69,22 @@ class LoopConfig:
     log_every: int
     seed: int
     lr_factor: Callable[[int], float]
-    stop_after: int | None = None  # end this invocation early after this step (time-limited jobs)
+    stop_after: int | None = None  # end this invocation early after this step (tests, debugging)
     prefetch: int = 2  # batches loaded ahead in background threads (0: load inline)
+    keep_every: int = 0  # keep a copy of the modules every this many steps (0: none)
+    deadline: float | None = None  # time.monotonic() after which to checkpoint and stop
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one invocation of `run` ended."""
+
+    complete: bool
+    step: int
+    reason: str = ""  # why it stopped early: "stop_after" or "deadline"
+
+    def __bool__(self) -> bool:
+        return self.complete
 
 
 def _set_lr(optimizers: dict[str, torch.optim.Optimizer], factor: float) -> None:
@@ -68,33 +94,16 @@ def _set_lr(optimizers: dict[str, torch.optim.Optimizer], factor: float) -> None
             group["lr"] = group["initial_lr"] * factor
 
 
-class LossLog:
-    """CSV of logged steps; on resume, rows after the resumed step are dropped."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-        if path.exists():
-            with open(path, newline="") as f:
-                self.rows = list(csv.DictReader(f))
-
-    def truncate(self, step: int) -> None:
-        self.rows = [r for r in self.rows if int(r["step"]) <= step]
-
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-
-    def flush(self) -> None:
-        if not self.rows:
-            return
-        fields: list[str] = []
-        for r in self.rows:
-            fields += [k for k in r if k not in fields]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text(self.path, buf.getvalue())
+def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The loss log as CSV (atomic), with a header even before the first logged step."""
+    fields: list[str] = ["step"]
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def _stream(rank: int, kind: int) -> int:
@@ -124,33 +133,58 @@ def _batches(task: TrainTask, seed: int, steps: range, prefetch: int, rank: int
             yield queue.pop(0).result()
 
 
-def _resume_point(ckpt_dir: Path, settings: dict[str, Any], task: TrainTask,
-                  world: distributed.World) -> int:
-    """Restore the last checkpoint if it belongs to these settings; return the next step.
+def say(message: str) -> None:
+    """A line for the job's log (stdout, flushed)."""
+    print(message, flush=True)
 
-    Every rank reads it; rank 0 alone moves a checkpoint of other settings aside, once all
-    ranks have read it."""
+
+@dataclass
+class _State:
+    """What a run carries from checkpoint to checkpoint besides the module states."""
+
+    step: int
+    lineage: list[dict[str, Any]]
+    log_rows: list[dict[str, Any]]
+
+
+def _resume(ckpt_dir: Path, settings: Mapping[str, Any], identity: dict[str, Any],
+            task: TrainTask, world: distributed.World) -> _State:
+    """Restore the last checkpoint if it was made from the same inputs; else start afresh.
+
+    Every rank reads it; rank 0 alone moves a checkpoint of other inputs aside, once all ranks
+    have read it, and says why in the log."""
     last = ckpt_dir / LAST
     ckpt = checkpoint.load(last) if last.exists() else None
     distributed.barrier()
+    code = settings.get("code")
+    fresh = _State(0, [{"code": code, "from_step": 0, "commit": git_commit()}], [])
     if ckpt is None:
-        return 0
-    if ckpt["settings_hash"] != checkpoint.settings_hash(settings):
+        return fresh
+    differences = checkpoint.identity_differences(ckpt.get("identity", {}), identity)
+    if differences:
         if world.is_main:
             stale = last.with_name(f"last.stale-{ckpt['settings_hash']}.pt")
             last.replace(stale)
-            tqdm.write(f"{last}: written for other settings; kept as {stale.name}, "
-                       "starting afresh")
-        return 0
+            say(f"{last}: made from {'; '.join(differences)}; kept as {stale.name}, starting "
+                "afresh")
+        return fresh
     checkpoint.restore(ckpt, task.modules, task.optimizers)
+    step = int(ckpt["step"])
+    lineage = list(ckpt.get("lineage", []))
+    if not lineage or lineage[-1]["code"] != code:
+        lineage.append({"code": code, "from_step": step, "commit": git_commit()})
     if world.is_main:
-        tqdm.write(f"resuming from {last} at step {ckpt['step']}")
+        say(f"resuming from {last} at step {step}")
+        if len(lineage) > 1 and lineage[-1]["from_step"] == step and step > 0:
+            say(f"note: the code changed since step {step} (fingerprint "
+                f"{lineage[-2]['code']} -> {code}); the run's lineage records both")
         trained_on = ckpt.get("extra", {}).get("world_size", 1)
         if trained_on != world.world_size:
-            tqdm.write(f"warning: {last} was written by a run of {trained_on} process(es), this "
-                       f"run has {world.world_size}: the global batch and the batches drawn "
-                       "from here on differ from an uninterrupted run")
-    return int(ckpt["step"])
+            say(f"warning: {last} was written by a run of {trained_on} process(es), this run "
+                f"has {world.world_size}: the global batch and the batches drawn from here on "
+                "differ from an uninterrupted run")
+    return _State(step, lineage, [r for r in ckpt.get("log_rows", [])
+                                  if int(r["step"]) <= step])
 
 
 def _save(path: Path, world: distributed.World, **kwargs: Any) -> None:
@@ -169,52 +203,88 @@ def _learning_rates(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, f
     return {f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in optimizers.items()}
 
 
-def run(task: TrainTask, cfg: LoopConfig, settings: dict[str, Any], run_dir: str | Path,
-        final_path: str | Path, log_path: str | Path) -> bool:
-    """Train to `cfg.iterations`, resuming from `run_dir/ckpt/last.pt` when present.
+def _publish_kept(ckpt_dir: Path, kept_dir: Path) -> None:
+    """kept_dir = the kept checkpoints (hard links where possible) + index.json listing them.
 
-    Writes `final_path` (modules only, with settings and commit) when training is complete and
-    returns True; returns False when `stop_after` ended this invocation early. Under torchrun
-    every rank calls this; the logged losses are averaged over ranks."""
+    They are written under ckpt/kept while training (a retried job keeps them) and published
+    when training completes."""
+    files = sorted((ckpt_dir / "kept").glob("step-*.pt"))
+    with atomic_dir(kept_dir) as tmp:
+        entries = []
+        for f in files:
+            try:
+                os.link(f, tmp / f.name)
+            except OSError:
+                shutil.copy2(f, tmp / f.name)
+            entries.append({"file": f.name, "step": int(f.stem.split("-")[1]),
+                            "sha256": sha256_file(f)})
+        write_json(tmp / KEPT_INDEX, {"checkpoints": entries})
+
+
+def run(task: TrainTask, cfg: LoopConfig, settings: Mapping[str, Any], run_dir: str | Path,
+        final_path: str | Path, log_path: str | Path, kept_dir: str | Path | None = None
+        ) -> Outcome:
+    """Train to `cfg.iterations`, resuming from `run_dir/ckpt/last.pt` when it was made from
+    the same inputs.
+
+    Writes `final_path` (modules only, with settings, identity and lineage), the loss log at
+    every logged step and, with `kept_dir`, the kept checkpoints when training is complete.
+    Ends early (checkpointed) after `stop_after` or past `deadline`. Under torchrun every rank
+    calls this; the logged losses are averaged over ranks."""
     world = distributed.current()
     extra = {**task.checkpoint_extra, "world_size": world.world_size}  # checked on resume
-    run_dir = Path(run_dir)
+    run_dir, log_path = Path(run_dir), Path(log_path)
     ckpt_dir = run_dir / "ckpt"
     if world.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-    start = _resume_point(ckpt_dir, settings, task, world)
-    log = LossLog(Path(log_path))
-    log.truncate(start)
+    identity = checkpoint.run_identity(settings)
+    state = _resume(ckpt_dir, settings, identity, task, world)
+    label = f"train {settings.get('paper', '')}/{settings.get('variant', '')}"
+
+    def save(path: Path, step: int, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        _save(path, world, step=step, modules=task.modules, optimizers=optimizers,
+              settings=settings, extra=extra, identity=identity, lineage=state.lineage,
+              log_rows=state.log_rows)
+
     for m in task.modules.values():
         m.train()
+    steps = range(state.step, cfg.iterations)
+    outcome = Outcome(True, cfg.iterations)
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations,
-               desc=f"train {settings.get('paper', '')}/{settings.get('variant', '')}",
-               disable=None if world.is_main else True)
-    batches = _batches(task, cfg.seed, range(start, cfg.iterations), cfg.prefetch, world.rank)
-    for step, batch in zip(bar, batches, strict=True):
-        torch.manual_seed(step_seed(cfg.seed, step, stream=_stream(world.rank, 1)))
-        _set_lr(task.optimizers, cfg.lr_factor(step))
-        losses = task.train_step(step, batch)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.iterations:
-            losses = distributed.mean_over_ranks({k: float(v) for k, v in losses.items()})
-            log.append({"step": done, **_learning_rates(task.optimizers),
-                        "wall_s": round(time.perf_counter() - t0, 3), **losses})
-            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
-        stop_now = cfg.stop_after is not None and cfg.stop_after <= done < cfg.iterations
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations or stop_now:
-            if world.is_main:
-                log.flush()
-            _save(ckpt_dir / LAST, world, step=done, modules=task.modules,
-                  optimizers=task.optimizers, settings=settings, extra=extra)
-        if stop_now:
-            bar.close()
-            batches.close()
-            return False
-    bar.close()
+    with Progress(cfg.iterations, label, initial=state.step, unit="step",
+                  disable=not world.is_main) as progress:
+        batches = _batches(task, cfg.seed, steps, cfg.prefetch, world.rank)
+        for step, batch in zip(steps, batches, strict=True):
+            torch.manual_seed(step_seed(cfg.seed, step, stream=_stream(world.rank, 1)))
+            _set_lr(task.optimizers, cfg.lr_factor(step))
+            losses = task.train_step(step, batch)
+            done = step + 1
+            progress.update()
+            if done % cfg.log_every == 0 or done == cfg.iterations:
+                losses = distributed.mean_over_ranks({k: float(v) for k, v in losses.items()})
+                state.log_rows.append({"step": done, **_learning_rates(task.optimizers),
+                                       "wall_s": round(time.perf_counter() - t0, 3), **losses})
+                progress.set_postfix(losses)
+                if world.is_main:
+                    write_log(log_path, state.log_rows)
+            if cfg.keep_every and done % cfg.keep_every == 0:
+                save(ckpt_dir / "kept" / f"step-{done:09d}.pt", done, {})
+            state.step = done
+            if done < cfg.iterations:
+                if cfg.stop_after is not None and done >= cfg.stop_after:
+                    outcome = Outcome(False, done, "stop_after")
+                elif cfg.deadline is not None and time.monotonic() >= cfg.deadline:
+                    outcome = Outcome(False, done, "deadline")
+            if done % cfg.checkpoint_every == 0 or done == cfg.iterations or not outcome.complete:
+                save(ckpt_dir / LAST, done, task.optimizers)
+            if not outcome.complete:
+                batches.close()
+                break
+    if not outcome.complete:
+        return outcome
     if world.is_main:
-        log.flush()
-    _save(Path(final_path), world, step=cfg.iterations, modules=task.modules, optimizers={},
-          settings=settings, extra=extra)
-    return True
+        write_log(log_path, state.log_rows)
+        if kept_dir is not None:
+            _publish_kept(ckpt_dir, Path(kept_dir))
+    save(Path(final_path), cfg.iterations, {})
+    return outcome

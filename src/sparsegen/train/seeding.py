@@ -30,10 +30,15 @@ def step_seed(seed: int, step: int, stream: int = 0) -> int:
                % (2**63 - 1))
 
 
+class DeviceError(RuntimeError):
+    """The requested compute device is not available."""
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when available; 'cuda' without a GPU is an error, not a silent CPU run."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but torch sees no CUDA GPU")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"device {name!r} was requested but torch sees no CUDA GPU "
+                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
     return torch.device(name)

@@ -1,20 +1,28 @@
-"""Evaluation samples: every selected content x style test pair stylised by a checkpoint."""
+"""Evaluation samples: every selected content x style test pair stylised by a checkpoint.
+
+Output folder (written by `sparsegen.sampling.sample_folder`, renamed into place when done):
+    c-<content>__s-<style>.png   one stylised image per pair
+    samples.csv                  the pairs: ids, output file, content and style image paths
+    timing.json                  seconds per stylisation (Table 1's inference time)
+    sampling.json                the checkpoint and its training recipe
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from tqdm import tqdm
 
 from sparsegen.data.images import load_rgb, to_uint8
 from sparsegen.data.manifest import Sample
-from sparsegen.io import write_image, write_json, write_text
-from sparsegen.models.stya2k.task import dataset_split, load_model
+from sparsegen.models.stya2k.task import dataset_split, load_checkpoint
 from sparsegen.provenance import device_description
+from sparsegen.sampling import sample_folder
 from sparsegen.timing import time_callable
 
 SAMPLES_CSV = "samples.csv"
@@ -40,40 +48,41 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
     gen = torch.Generator().manual_seed(int(ev["selection_seed"]))
     contents = select(settings, "content", ev["n_content"], gen)
     styles = select(settings, "style", ev["n_style"], gen)
-    net, trained = load_model(checkpoint, device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    net, ckpt = load_checkpoint(checkpoint, device)
 
     def image(s: Sample) -> torch.Tensor:
         return load_rgb(s.path, size=ev["size"])[None].to(device)
 
     style_images = {s.id: image(s) for s in styles}
     rows = []
-    with torch.inference_mode(), tqdm(total=len(contents) * len(styles), desc="stylise",
-                                      disable=None) as bar:
-        for c in contents:
-            content_image = image(c)
-            for s in styles:
-                name = f"c-{c.id}__s-{s.id}"
-                out = net.stylize(content_image, style_images[s.id])[0]
-                write_image(out_dir / f"{name}.png", to_uint8(out.clamp(0, 1)))
-                rows.append({"id": name, "content_id": c.id, "style_id": s.id,
-                             "output": f"{name}.png", "content_path": str(c.path),
-                             "style_path": str(s.path)})
-                bar.update()
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out_dir / SAMPLES_CSV, buf.getvalue())
 
-    content_image, style_image = image(contents[0]), style_images[styles[0].id]
-    timing = time_callable(lambda: net.stylize(content_image, style_image), device,
-                           ev["timing_warmup"], ev["timing_repeats"])
-    write_json(out_dir / TIMING_JSON, {
-        **timing, "size": ev["size"], "batch": 1, "dtype": "float32",
-        "device": device_description(device), "transform": trained["model"]["transform"],
-        "variant": trained.get("variant"), "encoder": net.encoder.fingerprint,
-        "checkpoint": str(checkpoint),
-    })
+    def stylised() -> Iterator[tuple[str, np.ndarray]]:
+        with torch.inference_mode():
+            for c in contents:
+                content_image = image(c)
+                for s in styles:
+                    name = f"c-{c.id}__s-{s.id}"
+                    rows.append({"id": name, "content_id": c.id, "style_id": s.id,
+                                 "output": f"{name}.png", "content_path": str(c.path),
+                                 "style_path": str(s.path)})
+                    out = net.stylize(content_image, style_images[s.id])[0]
+                    yield f"{name}.png", to_uint8(out.clamp(0, 1))
 
+    with sample_folder(out_dir, settings, checkpoint, ckpt) as folder:
+        folder.write_images(stylised(), len(contents) * len(styles), "stylise")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        (folder.path / SAMPLES_CSV).write_text(buf.getvalue())
+
+        content_image, style_image = image(contents[0]), style_images[styles[0].id]
+        timing = time_callable(lambda: net.stylize(content_image, style_image), device,
+                               ev["timing_warmup"], ev["timing_repeats"])
+        trained = ckpt["settings"]
+        folder.write_json(TIMING_JSON, {
+            **timing, "size": ev["size"], "batch": 1, "dtype": "float32",
+            "device": device_description(device), "transform": trained["model"]["transform"],
+            "variant": trained.get("variant"), "encoder": net.encoder.fingerprint,
+            "checkpoint": str(checkpoint),
+        })

@@ -10,6 +10,7 @@ import torch
 
 from sparsegen.data.images import load_rgb, random_crop_flip
 from sparsegen.data.manifest import Sample, read_manifest, split
+from sparsegen.layout import dataset_dir
 from sparsegen.models.stya2k.losses import StyA2KLoss
 from sparsegen.models.stya2k.network import StyA2KNet, build_network
 from sparsegen.train import checkpoint
@@ -17,7 +18,7 @@ from sparsegen.train import checkpoint
 
 def dataset_split(settings: dict[str, Any], role: str, name: str) -> tuple[Path, list[Sample]]:
     """The prepared dataset of `role` (content | style) and its samples of split `name`."""
-    directory = Path(settings["paths"]["prepared"]) / settings["datasets"][role]["name"]
+    directory = dataset_dir(settings, role)
     samples = split(read_manifest(directory), name)
     if not samples:
         raise ValueError(f"{directory}: the {role} dataset has no {name!r} images")
@@ -92,21 +93,20 @@ def build_task(settings: dict[str, Any], device: torch.device) -> StyA2KTask:
     return StyA2KTask(settings, device)
 
 
+def load_checkpoint(checkpoint_path: str | Path, device: torch.device
+                    ) -> tuple[StyA2KNet, dict[str, Any]]:
+    """The network of a checkpoint's own settings with its trained modules, and the checkpoint
+    (the encoder is rebuilt: it must resolve to the weights it was trained with)."""
+    ckpt = checkpoint.load_trained(checkpoint_path, "stya2k", ("transform", "decoder"))
+    net = build_network(ckpt["settings"])
+    checkpoint.check_rebuilt(ckpt, checkpoint_path, encoder=net.encoder.fingerprint)
+    for name, module in checkpointed_modules(net).items():
+        checkpoint.restore_module(ckpt, name, module, checkpoint_path)
+    return net.to(device).eval(), ckpt
+
+
 def load_model(checkpoint_path: str | Path, device: torch.device
                ) -> tuple[StyA2KNet, dict[str, Any]]:
     """Rebuild the network from a checkpoint's settings and load its trained modules."""
-    ckpt = checkpoint.load(checkpoint_path)
-    settings = ckpt["settings"]
-    net = build_network(settings)
-    trained_with = ckpt.get("extra", {}).get("encoder")
-    if trained_with is not None and trained_with != net.encoder.fingerprint:
-        raise ValueError(f"{checkpoint_path}: trained with encoder {trained_with}, but the "
-                         f"encoder now resolves to {net.encoder.fingerprint} (weights: "
-                         f"{settings['weights']!r}, folder {settings['paths']['weights']}); "
-                         "restore the weights file it was trained with or retrain")
-    try:
-        checkpoint.restore(ckpt, checkpointed_modules(net))
-    except (ValueError, RuntimeError) as e:
-        raise ValueError(f"{checkpoint_path}: does not match the StyA2K network of its own "
-                         f"settings ({e})") from None
-    return net.to(device).eval(), settings
+    net, ckpt = load_checkpoint(checkpoint_path, device)
+    return net, ckpt["settings"]

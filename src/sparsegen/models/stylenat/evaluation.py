@@ -8,9 +8,9 @@ recommended mode, for reference. The real set's Inception features are cached by
 runs/<preset>/cache/fid, so variants sharing a dataset compute them once. `throughput_img_s`
 and `params_m` come from the sample step's throughput.json.
 
-Every record says whether it is comparable with the paper: the metric marks a random-init
-Inception itself; here we add what the samples differ in (data, counts, Inception input side,
-preset) against the protocol printed in pipeline/claims/stylenat.yaml.
+Records state facts only (`sparsegen.judge` decides comparability at table time): FID records
+the data, sample counts, Inception input side and the checkpoint's training recipe; the usage
+records the preset (throughput and size do not depend on training).
 """
 
 from __future__ import annotations
@@ -21,19 +21,18 @@ from typing import Any
 import torch
 
 from sparsegen.data.manifest import Sample, read_manifest
-from sparsegen.data.sources import is_real
 from sparsegen.io import read_json
+from sparsegen.layout import dataset_dir
 from sparsegen.metrics import registry
 from sparsegen.metrics.inputs import ImageSet
 from sparsegen.metrics.records import Measurement, ResultRecord
 from sparsegen.models.stylenat.sampling import IMAGES, SAMPLING_JSON, THROUGHPUT_JSON
-from sparsegen.provenance import REPO_ROOT, stable_hash
+from sparsegen.provenance import stable_hash
+from sparsegen.sampling import evaluation_facts, metric_context
 
-CLAIMS = REPO_ROOT / "pipeline" / "claims" / "stylenat.yaml"
-PROTOCOL_TABLE = "1"  # Tables 1-4 share the FID50k protocol
 FID_METRICS = ("fid_legacy_pytorch", "fid_clean")
+SELECTION_METRIC = "fid_legacy_pytorch"  # the paper's FID picks the best checkpoint
 METRIC_BATCH = 50     # pytorch-fid's default batch (features do not depend on it)
-PAPER_DATA = "FFHQ or LSUN Church outdoor"
 
 
 def fid_cache_dir(settings: dict[str, Any]) -> Path:
@@ -47,7 +46,7 @@ def real_subset(settings: dict[str, Any]) -> tuple[list[Sample], dict[str, Any]]
     subset's description for the record's protocol."""
     ev = settings["eval"]
     name = settings["datasets"]["images"]["name"]
-    directory = Path(settings["paths"]["prepared"]) / name
+    directory = dataset_dir(settings, "images")
     everything = sorted(read_manifest(directory), key=lambda s: s.id)
     n, seed = int(ev["n_real"]), int(ev["real_subset_seed"])
     if n > len(everything):
@@ -58,33 +57,6 @@ def real_subset(settings: dict[str, Any]) -> tuple[list[Sample], dict[str, Any]]
     subset = [everything[i] for i in sorted(chosen.tolist())]
     return subset, {"dataset": name, "n": n, "of": len(everything), "seed": seed,
                     "ids_hash": stable_hash([s.id for s in subset])}
-
-
-def data_reasons(settings: dict[str, Any], n_samples: int, n_real: int, input_size: int
-                 ) -> list[str]:
-    """Why these FIDs cannot be compared with the paper's numbers (empty when they can)."""
-    from sparsegen.tables import load_claims
-
-    paper = load_claims(CLAIMS).tables[PROTOCOL_TABLE].protocol
-    images = settings["datasets"]["images"]
-    reasons = []
-    if not is_real(images["source"]):
-        reasons.append(f"synthetic data ({images['name']}; paper: {PAPER_DATA})")
-    if n_samples != paper["n_samples"]:
-        reasons.append(f"FID from {n_samples} generated images (paper: {paper['n_samples']})")
-    if n_real != paper["n_real"]:
-        reasons.append(f"FID against {n_real} real images (paper: a random {paper['n_real']})")
-    if input_size != paper["inception_size"]:
-        side = paper["inception_size"]
-        reasons.append(f"Inception input {input_size}x{input_size} (FID protocol: "
-                       f"{side}x{side})")
-    return reasons
-
-
-def preset_reasons(settings: dict[str, Any]) -> list[str]:
-    if settings["preset"] == "paper":
-        return []
-    return [f"preset {settings['preset']}: shortened training of a reduced model"]
 
 
 def _usage_records(timing: dict[str, Any], device: torch.device, source: dict[str, Any]
@@ -100,8 +72,6 @@ def _usage_records(timing: dict[str, Any], device: torch.device, source: dict[st
                     extra={k: timing[k] for k in ("mean_s", "median_s", "std_s", "attention",
                                                   "backend")}),
         device)
-    speed.mark_non_comparable(f"throughput depends on the GPU (paper: not named; measured on "
-                              f"{timing['device']})")
     size = ResultRecord.from_measurement(
         "params_m", False,
         Measurement(value=timing["params_m"], n_samples=1,
@@ -109,6 +79,7 @@ def _usage_records(timing: dict[str, Any], device: torch.device, source: dict[st
                     extra={"params": timing["params"], "resolution": timing["resolution"],
                            "attention": timing["attention"]}),
         device)
+    speed.device = timing["device"]  # where the sample step timed it (hardware-bound)
     for record in (speed, size):
         record.source = dict(source)
     return [speed, size]
@@ -126,9 +97,7 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
                          f"{samples_dir / SAMPLING_JSON} lists {sampling['n_samples']}")
     real, subset = real_subset(settings)
     input_size = int(ev["fid_input_size"])
-    ctx = registry.MetricContext(weights_mode=settings["weights"],
-                                 weights_dir=Path(settings["paths"]["weights"]), device=device,
-                                 batch_size=METRIC_BATCH)
+    ctx = metric_context(settings, device, METRIC_BATCH)
     source = {"paper": settings["paper"], "variant": settings["variant"],
               "preset": settings["preset"], "samples": str(samples_dir)}
     sets = {"a": {"generator": sampling["generator"], "n": sampling["n_samples"],
@@ -137,6 +106,9 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
     reference = ImageSet(files=tuple(s.path for s in real),
                          origin=f"{subset['dataset']}: {subset['n']} of {subset['of']} "
                                 f"(seed {subset['seed']})")
+    facts = evaluation_facts(settings, samples_dir)
+    facts["eval"] = {"n_samples": len(generated), "n_real": len(real),
+                     "inception_size": input_size}
     records = []
     for name in FID_METRICS:
         record = registry.get(name)(
@@ -144,11 +116,9 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
             cache_dir=fid_cache_dir(settings), reference_digests=[s.sha256 for s in real],
             sets=sets)
         record.seeds = [sampling["sample_seed"], subset["seed"]]
-        for reason in data_reasons(settings, len(generated), len(real), input_size):
-            record.mark_non_comparable(reason)
+        record.facts = facts
         records.append(record)
-    records += _usage_records(read_json(samples_dir / THROUGHPUT_JSON), device, source)
-    for reason in preset_reasons(settings):
-        for record in records:
-            record.mark_non_comparable(reason)
-    return records
+    usage = _usage_records(read_json(samples_dir / THROUGHPUT_JSON), device, source)
+    for record in usage:
+        record.facts = {"preset": settings["preset"]}
+    return records + usage

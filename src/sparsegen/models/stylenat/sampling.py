@@ -5,34 +5,38 @@ without truncation, images un-normalised from ImageNet statistics and written as
 `torchvision.utils.save_image(normalize=True, value_range=(0, 1))` writes them; throughput of
 the EMA generator at batch 1 in float32 with TF32, timed with CUDA events (Table 1, Fig. 3).
 
-Output folder:
+With `eval.checkpoint: best` (the paper reports the best of its checkpoints, e.g. 940k of 1M)
+the kept checkpoints (`train.keep_every`, in kept/ beside final.pt) and final.pt are scored
+with the FID protocol first (`selection.best_checkpoint`) and the samples come from the best.
+
+Output folder (written by `sparsegen.sampling.sample_folder`, renamed into place when done):
     images/<index>.png   the n_samples PNGs the FID reads (nothing else lies under images/)
     grid.png             the first GRID_SIZE samples as one mosaic (figures)
-    sampling.json        seed, count, conversion, checkpoint and generator settings
+    sampling.json        seed, count, conversion, the checkpoint (and the selection) and its
+                         training recipe, generator settings
     throughput.json      images/s, timing protocol, parameter count, device
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from sparsegen.io import atomic_dir, write_image, write_json
+from sparsegen.io import write_image, write_json
 from sparsegen.models.stylenat.layers import to_unit_range
-from sparsegen.models.stylenat.task import load_generator
+from sparsegen.models.stylenat.task import load_generator_checkpoint
 from sparsegen.provenance import device_description
+from sparsegen.sampling import SIDECAR, SampleFolder, sample_folder
 from sparsegen.timing import event_times, tf32
 
 IMAGES = "images"
 GRID = "grid.png"
-SAMPLING_JSON = "sampling.json"
+SAMPLING_JSON = SIDECAR
 THROUGHPUT_JSON = "throughput.json"
 GRID_SIZE = 16       # samples in grid.png (a 4 x 4 mosaic)
 SAMPLE_BATCH = 8     # generator batch while writing samples (the official code used 4)
@@ -69,28 +73,25 @@ def sample_name(index: int, n: int) -> str:
     return f"{index:0{max(6, len(str(n - 1)))}d}.png"
 
 
+def _generated(generator: torch.nn.Module, z: torch.Tensor, device: torch.device, batch: int,
+               first: list[np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+    n = len(z)
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            for i, image in enumerate(to_png_uint8(generator(z[start:start + batch].to(device)))):
+                if start + i < GRID_SIZE:
+                    first.append(image)
+                yield sample_name(start + i, n), image
+
+
 def write_samples(generator: torch.nn.Module, z: torch.Tensor, folder: Path,
                   device: torch.device, batch: int = SAMPLE_BATCH, workers: int = 1
                   ) -> np.ndarray:
     """Generate one PNG per row of z into `folder` (PNG encoding in `workers` threads); returns
     the first GRID_SIZE images as uint8 [k, H, W, 3]."""
-    folder.mkdir(parents=True, exist_ok=True)
-    n, workers = len(z), max(1, workers)
-    first = []
-    pending: deque[Future[None]] = deque()
-    with (torch.inference_mode(), ThreadPoolExecutor(workers) as pool,
-          tqdm(total=n, desc="sample", unit="img", disable=None) as bar):
-        for start in range(0, n, batch):
-            images = to_png_uint8(generator(z[start:start + batch].to(device)))
-            if start < GRID_SIZE:
-                first.extend(images[:GRID_SIZE - start])
-            pending.extend(pool.submit(write_image, folder / sample_name(start + i, n), img)
-                           for i, img in enumerate(images))
-            while len(pending) > 2 * workers * batch:  # bounded memory when writing lags
-                pending.popleft().result()  # raises a writer's error here
-            bar.update(len(images))
-        while pending:
-            pending.popleft().result()
+    first: list[np.ndarray] = []
+    SampleFolder(Path(folder)).write_images(_generated(generator, z, device, batch, first),
+                                            len(z), "sample", workers)
     return np.stack(first)
 
 
@@ -121,33 +122,40 @@ def throughput(generator: torch.nn.Module, style_dim: int, device: torch.device,
 
 def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: torch.device
            ) -> None:
-    """Write images/, grid.png, sampling.json and throughput.json for one checkpoint.
+    """Write images/, grid.png, sampling.json and throughput.json for one trained variant:
+    from final.pt, or with `eval.checkpoint: best` from the best of its kept checkpoints.
 
     The folder appears only when complete (written beside it, then renamed)."""
+    from sparsegen.models.stylenat.selection import best_checkpoint
+
     ev = settings["eval"]
     n, seed = int(ev["n_samples"]), int(ev["sample_seed"])
-    generator, trained = load_generator(checkpoint, device)
-    model = trained["model"]
+    selection = None
+    if ev.get("checkpoint", "final") == "best":
+        checkpoint, selection = best_checkpoint(settings, Path(checkpoint), Path(out_dir),
+                                                device)
+    generator, ckpt = load_generator_checkpoint(checkpoint, device)
+    model = ckpt["settings"]["model"]
+    chosen = "best" if selection and len(selection["candidates"]) > 1 else "final"
     z = latents(n, model["style_dim"], seed)
-    with atomic_dir(out_dir) as tmp:
-        first = write_samples(generator, z, tmp / IMAGES, device,
+    with sample_folder(out_dir, settings, checkpoint, ckpt, chosen) as folder:
+        first = write_samples(generator, z, folder.path / IMAGES, device,
                               workers=torch.get_num_threads())
-        write_image(tmp / GRID, mosaic(first, columns=math.ceil(math.sqrt(len(first)))))
-        write_json(tmp / SAMPLING_JSON, {
+        write_image(folder.path / GRID, mosaic(first, columns=math.ceil(math.sqrt(len(first)))))
+        folder.sidecar.update({
             "n_samples": n, "sample_seed": seed, "images": IMAGES, "format": "png",
             "z": f"torch.randn({n}, {model['style_dim']}) from a CPU generator seeded "
                  f"{seed}; no truncation",
             "conversion": CONVERSION, "grid": {"file": GRID, "samples": len(first)},
-            "generator": "g_ema", "checkpoint": str(checkpoint),
-            "variant": trained.get("variant"), "model": model,
+            "generator": "g_ema", "model": model, "selection": selection,
         })
         timing = throughput(generator, model["style_dim"], device,
                             int(ev["throughput_warmup"]), int(ev["throughput_repeats"]), seed)
         count = parameter_count(generator)
-        write_json(tmp / THROUGHPUT_JSON, {
+        write_json(folder.path / THROUGHPUT_JSON, {
             **timing, "resolution": model["resolution"], "params": count,
             "params_m": count / 1e6, "params_counted": "g_ema: mapping + synthesis",
             "attention": model["attention"], "backend": model.get("backend"),
-            "device": device_description(device), "variant": trained.get("variant"),
+            "device": device_description(device), "variant": settings["variant"],
             "checkpoint": str(checkpoint),
         })

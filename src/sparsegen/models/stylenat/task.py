@@ -38,6 +38,7 @@ from torch import nn
 
 from sparsegen.data.images import load_rgb
 from sparsegen.data.manifest import Sample, read_manifest
+from sparsegen.layout import dataset_dir
 from sparsegen.models.stylenat import augment
 from sparsegen.models.stylenat.discriminator import build_discriminator
 from sparsegen.models.stylenat.generator import Generator, build_generator
@@ -51,7 +52,7 @@ PAPER = "stylenat"
 
 def training_images(settings: dict[str, Any]) -> list[Sample]:
     """Every image of the prepared dataset (all splits: unconditional training uses all)."""
-    directory = Path(settings["paths"]["prepared"]) / settings["datasets"]["images"]["name"]
+    directory = dataset_dir(settings, "images")
     samples = read_manifest(directory)
     if not samples:
         raise ValueError(f"{directory}: the prepared dataset lists no images")
@@ -170,18 +171,17 @@ def build_task(settings: dict[str, Any], device: torch.device) -> StyleNATTask:
     return StyleNATTask(settings, device)
 
 
+def load_generator_checkpoint(checkpoint_path: str | Path, device: torch.device
+                              ) -> tuple[Generator, dict[str, Any]]:
+    """The EMA generator of a StyleNAT checkpoint (eval mode, frozen) and the checkpoint."""
+    ckpt = checkpoint.load_trained(checkpoint_path, PAPER, ("g_ema",), "StyleNAT")
+    generator = checkpoint.restore_module(ckpt, "g_ema", build_generator(ckpt["settings"]["model"]),
+                                          checkpoint_path)
+    return generator.to(device).eval().requires_grad_(False), ckpt
+
+
 def load_generator(checkpoint_path: str | Path, device: torch.device
                    ) -> tuple[Generator, dict[str, Any]]:
     """The EMA generator of a StyleNAT checkpoint (eval mode, frozen) and its settings."""
-    ckpt = checkpoint.load(checkpoint_path)
-    settings = ckpt.get("settings") or {}
-    if settings.get("paper") != PAPER or "g_ema" not in ckpt["modules"]:
-        raise ValueError(f"{checkpoint_path}: not a StyleNAT checkpoint (paper "
-                         f"{settings.get('paper')!r}, modules {sorted(ckpt['modules'])})")
-    generator = build_generator(settings["model"])
-    try:
-        generator.load_state_dict(ckpt["modules"]["g_ema"])
-    except RuntimeError as e:
-        raise ValueError(f"{checkpoint_path}: g_ema does not match the generator of its own "
-                         f"settings ({str(e).splitlines()[0]})") from None
-    return generator.to(device).eval().requires_grad_(False), settings
+    generator, ckpt = load_generator_checkpoint(checkpoint_path, device)
+    return generator, ckpt["settings"]
