@@ -11,7 +11,7 @@ from torch import nn
 from sparsegen.attention.all_to_all import AllToAllAttention
 from sparsegen.attention.all_to_key import AllToKeyAttention
 from sparsegen.models.stya2k.network import TRANSFER_LAYERS, Decoder, build_network
-from sparsegen.models.stya2k.transforms import AdaAttN, AdaIN
+from sparsegen.models.stya2k.transforms import AdaAttN, AdaAttNDense, AdaIN
 
 
 @pytest.fixture
@@ -65,6 +65,7 @@ def test_encoder_frozen_and_not_part_of_checkpoint(net, settings):
 
 
 @pytest.mark.parametrize(("transform", "cls"), [("adain", AdaIN), ("adaattn", AdaAttN),
+                                                ("adaattn_dense", AdaAttNDense),
                                                 ("all_to_all", AllToAllAttention)])
 def test_peers_run_on_the_same_encoder_decoder(settings, transform, cls):
     s = copy.deepcopy(settings)

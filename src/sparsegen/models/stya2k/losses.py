@@ -1,8 +1,10 @@
 """StyA2K training losses (Eq. 14-17) and their parameter-free feature targets (Eq. 15-16, 19).
 
 The targets use the attention of the model being trained: all-to-key (A2K* and AdaA2K*) for
-`a2k`, dense attention for the `all_to_all` and `adaattn` peers, uniform attention for `adain`
-(whose Ada-form is then AdaIN itself). The ablation flags of the model apply to the targets.
+`a2k`, dense attention with `model.heads` heads over every style position for the `all_to_all`,
+`adaattn` and `adaattn_dense` peers, uniform attention for `adain` (whose Ada-form is then AdaIN
+itself). The ablation flags of the model apply to the targets. The keys are `loss.target_keys`
+for every transform (AdaAttN's own multi-layer keys and key sampling are not used here).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 
 from sparsegen.attention.all_to_all import dense_attention, dense_stats, moments_to_stats
 from sparsegen.attention.all_to_key import a2k_star, adaa2k_star
-from sparsegen.models.stya2k.transforms import a2k_spec
+from sparsegen.models.stya2k.transforms import a2k_spec, shallow_stack
 from sparsegen.nets.feature_stats import mean_std, mean_variance_norm
 from sparsegen.nets.vgg import LAYERS
 
@@ -53,14 +55,7 @@ def target_queries_keys(content: dict[str, torch.Tensor], style: dict[str, torch
         return mean_variance_norm(content[layer]), mean_variance_norm(style[layer])
     if mode != "multi_layer":
         raise ValueError(f"loss.target_keys: {mode!r} is not one of {TARGET_KEYS}")
-    shallow = LAYERS[: LAYERS.index(layer) + 1]
-
-    def stack(feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        size = feats[layer].shape[-2:]
-        return torch.cat([mean_variance_norm(F.interpolate(feats[j], size=size, mode="nearest"))
-                          for j in shallow], dim=1)
-
-    return stack(content), stack(style)
+    return shallow_stack(content, layer), shallow_stack(style, layer)
 
 
 def feature_targets(model: dict[str, Any], layer: str, queries: torch.Tensor,
@@ -73,7 +68,7 @@ def feature_targets(model: dict[str, Any], layer: str, queries: torch.Tensor,
         spec = a2k_spec(model, layer)
         return (a2k_star(queries, keys, values, content, spec) if want_a2k else None,
                 adaa2k_star(queries, keys, values, content, spec) if want_ada else None)
-    if kind in ("all_to_all", "adaattn"):
+    if kind in ("all_to_all", "adaattn", "adaattn_dense"):
         heads = model["heads"]
         plain = dense_attention(queries, keys, values, heads) + content if want_a2k else None
         ada = None

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsegen.models.stya2k.transforms import build_transform
+from sparsegen.models.stya2k.transforms import apply_transform, build_transform
 from sparsegen.nets.vgg import VGGEncoder
 from sparsegen.weights import resolve as resolve_weights
 
@@ -73,8 +73,8 @@ class StyA2KNet(nn.Module):
 
     def transfer(self, content: dict[str, torch.Tensor], style: dict[str, torch.Tensor]
                  ) -> dict[str, torch.Tensor]:
-        """Eq. 2 at relu3_1, relu4_1, relu5_1."""
-        return {layer: self.transform[layer](content[layer], style[layer])
+        """Eq. 2 at relu3_1, relu4_1, relu5_1 (AdaAttN also reads the shallower layers)."""
+        return {layer: apply_transform(self.transform[layer], layer, content, style)
                 for layer in TRANSFER_LAYERS}
 
     def decode(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -134,7 +134,7 @@ def build_network(settings: dict[str, Any]) -> StyA2KNet:
     model = settings["model"]
     resolved = resolve_weights(model["encoder"], settings["weights"],
                                settings["paths"]["weights"])
-    transform = nn.ModuleDict({layer: build_transform(model, layer, CHANNELS[layer])
+    transform = nn.ModuleDict({layer: build_transform(model, layer, CHANNELS)
                                for layer in TRANSFER_LAYERS})
     decoder = Decoder()
     gen = torch.Generator().manual_seed(int(settings["seed"]))

@@ -17,6 +17,7 @@ MHSA_SIDE = 4            # the first level: full attention (official MHSARPB), n
 CHANNEL_BASE = 2 ** 14   # StyleGAN2 width table: 2^14 * channel_multiplier / side from 64 on
 FULL_WIDTH_UP_TO = 32    # ... and max_channels at sides 4-32, whatever the multiplier
 DILATION_SCHEMES = ("progressive", "pyramid", "local")
+DILATION_SPACINGS = ("geometric", "powers_of_two")  # `progressive` with more than 2 partitions
 ATTENTIONS = ("hydra_na", "swin")
 
 
@@ -53,9 +54,10 @@ def max_dilation(kernel_size: int, res: int) -> int:
 def dilations(model: Mapping[str, Any], res: int) -> list[int]:
     """Dilation of each head partition at side `res` ([1] at the 4x4 MHSA level).
 
-    progressive: `partitions` values spaced geometrically from 1 (NA) to the largest dilation,
-    rounded to integers ("+Prog Di", Sec. 4.3; two partitions give Table 5's [1, d_max]);
-    pyramid: every power of 2 from 1 to the largest dilation (Table 6); local: all 1 (+NA)."""
+    progressive: `partitions` dilations from 1 (NA) to the largest dilation d_max ("+Prog Di",
+    Sec. 4.3), spaced by `model.dilation_spacing` (see `progressive_dilations`; two partitions
+    give Table 5's [1, d_max] under either spacing); pyramid: every power of 2 from 1 to d_max
+    (Table 6); local: all 1 (+NA)."""
     if res == MHSA_SIDE:
         return [1]
     scheme, p = model["dilations"], model["partitions"]
@@ -65,11 +67,42 @@ def dilations(model: Mapping[str, Any], res: int) -> list[int]:
     if scheme == "pyramid":
         return [2 ** i for i in range(d_max.bit_length())]
     if scheme == "progressive":
-        if p == 1:
-            return [1]
-        return [int(d_max ** (i / (p - 1)) + 0.5) for i in range(p)]
+        if p <= 2:
+            return [1, d_max][:p]
+        return progressive_dilations(d_max, p, model["dilation_spacing"])
     raise ValueError(f"model.dilations: unknown scheme {scheme!r} "
                      f"(expected one of {', '.join(DILATION_SCHEMES)})")
+
+
+def progressive_dilations(d_max: int, partitions: int, spacing: str) -> list[int]:
+    """`partitions` non-decreasing dilations from 1 to d_max (a power of 2), p = partitions.
+
+    The paper fixes the ends and leaves the middle open: "the first partition with dilation 1
+    (NA) and the last partition with maximum dilation according to feature map size, and the
+    partitions in between adjusted accordingly" (Sec. 4.3); its examples are all powers of 2
+    ("Dilation follows the pattern of using powers of 2", App. A, Table 5; Table 6's
+    "progressive dilation ... referred to 'pyramid dilation'").
+
+    geometric: d_i = round(d_max^(i/(p-1))), evenly spaced in log scale and rounded to the
+    nearest integer (4 partitions at 256²: 1, 3, 10, 32).
+    powers_of_two: d_i = 2^round(i * log2(d_max) / (p-1)), the same log-scale spacing with the
+    exponent rounded, so every dilation is a power of 2 (4 partitions at 256²: 1, 4, 8, 32).
+    Both round halves up. When p - 1 divides log2(d_max) the two agree (no rounding), e.g.
+    p = log2(d_max) + 1 gives Table 6's row, every power of 2. Duplicates are kept: a partition is
+    a share of the heads (Table 4 counts partitions, and 8 partitions at 256² exceed the six
+    powers of 2 up to 32), and equal dilations in several partitions act as one larger
+    partition ("two NA partitions with the same kernel and dilation ... is equivalent to using
+    a single partition", Sec. 4.4)."""
+    if partitions == 1:
+        return [1]
+    last = partitions - 1
+    if spacing == "geometric":
+        return [int(d_max ** (i / last) + 0.5) for i in range(partitions)]
+    if spacing == "powers_of_two":
+        e = d_max.bit_length() - 1  # d_max = 2^e
+        return [2 ** ((2 * i * e + last) // (2 * last)) for i in range(partitions)]
+    raise ValueError(f"model.dilation_spacing: unknown spacing {spacing!r} "
+                     f"(expected one of {', '.join(DILATION_SPACINGS)})")
 
 
 def kernel_sizes(model: Mapping[str, Any], res: int) -> list[int]:
@@ -111,6 +144,10 @@ def generator_problems(model: Mapping[str, Any]) -> list[str]:
         if model["dilations"] not in DILATION_SCHEMES:
             return [f"model.dilations {model['dilations']!r}: expected one of "
                     f"{', '.join(DILATION_SCHEMES)}"]
+        if (model["dilations"] == "progressive" and model["partitions"] > 2
+                and model["dilation_spacing"] not in DILATION_SPACINGS):
+            return [f"model.dilation_spacing {model['dilation_spacing']!r}: expected one of "
+                    f"{', '.join(DILATION_SPACINGS)}"]
         if k < 3 or k % 2 == 0 or k > 8:
             return [f"model.kernel_size {k}: must be odd, >= 3 and <= 8 (the side of the 8x8 "
                     "level, the first neighbourhood-attention level)"]
