@@ -74,3 +74,34 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     loss_cols = [i for i, name in enumerate(logs[0][0]) if name != "wall_s"]
     assert [[r[i] for i in loss_cols] for r in logs[0]] == [[r[i] for i in loss_cols]
                                                              for r in logs[1]]
+
+
+def test_a_time_limited_job_stops_checkpointed_and_the_next_attempt_resumes(tmp_path: Path
+                                                                            ) -> None:
+    """A cluster allocation ends: the train step checkpoints, exits 75 (Snakemake retries it)
+    and the next attempt resumes to the weights of an uninterrupted run."""
+    params = load_params(REPO_ROOT / "params.yaml", overrides={"preset": "smoke"})
+    _prepare(tmp_path / "prepared", params)
+    settings = unit_settings(params, "stya2k", "full", "train")
+    settings["paths"] = {**settings["paths"], "prepared": str(tmp_path / "prepared"),
+                         "weights": str(tmp_path / "weights")}
+    settings["train"].update(iterations=6, checkpoint_every=100, decay_start=3)
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(settings, straight), check=True, capture_output=True)
+
+    limited = tmp_path / "limited"
+    # 0.05 min allocation with a 0.05 min margin: the deadline is the start itself.
+    first = subprocess.run([*_train_cmd(settings, limited), "--time-limit-min", "0.05",
+                            "--stop-margin-min", "0.05"], capture_output=True, text=True)
+    assert first.returncode == 75, first.stderr
+    assert "time limit: checkpointed at step 1 of 6" in first.stderr
+    assert checkpoint.load(limited / "ckpt" / "last.pt")["step"] == 1
+    assert not (limited / "final.pt").exists()
+    second = subprocess.run(_train_cmd(settings, limited), check=True, capture_output=True,
+                            text=True)
+    assert "resuming from" in second.stdout
+    a = checkpoint.load(straight / "final.pt")["modules"]
+    b = checkpoint.load(limited / "final.pt")["modules"]
+    for module in a:
+        for key, value in a[module].items():
+            assert torch.equal(value, b[module][key]), f"{module}.{key}"

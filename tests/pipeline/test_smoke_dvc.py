@@ -84,6 +84,42 @@ def test_sync_after_a_direct_run_leaves_dvc_clean(built: Path, sh) -> None:
     assert NOTHING in sh(["snakemake", "-n"], built).stdout
 
 
+def _planned(stdout: str) -> set[tuple[str, str]]:
+    """(rule, paper or variant wildcard) of every job a dry run plans."""
+    jobs = set()
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", stdout):
+        rule = re.search(r"(?:local)?rule (\w+):", block)
+        if rule:
+            wildcards = re.search(r"wildcards: ([^\n]*)", block)
+            jobs.add((rule.group(1), wildcards.group(1) if wildcards else ""))
+    return jobs
+
+
+def test_a_code_edit_reruns_exactly_the_jobs_that_run_that_code(built: Path, sh) -> None:
+    """Editing a StyA2K loss file stales exactly the StyA2K train/evaluate jobs (and the
+    tables, figures and index made from them) in both tools, and no StyleNAT job."""
+    lay = _layout(built)
+    losses = built / "src" / "sparsegen" / "models" / "stya2k" / "losses.py"
+    original = losses.read_text()
+    losses.write_text(original + "\n# an edit\n")
+    try:
+        status = json.loads(sh(["dvc", "status", "--json"], built).stdout)
+        variants = lay.variants("stya2k")
+        assert set(status) == ({f"train-stya2k-{v}" for v in variants}
+                               | {f"evaluate-stya2k-{v}" for v in variants})
+        jobs = _planned(sh(["snakemake", "-n"], built).stdout)
+        assert not any("stylenat" in wildcards for _, wildcards in jobs), jobs
+        rules = sorted(rule for rule, _ in jobs)
+        assert rules.count("train") == rules.count("sample") == rules.count("evaluate") == len(
+            variants)
+        assert {"tabulate_stya2k", "figures", "report"} <= set(rules)
+        assert "tabulate_stylenat" not in rules
+    finally:
+        losses.write_text(original)
+    assert DVC_CLEAN in sh(["dvc", "status"], built).stdout
+    assert NOTHING in sh(["snakemake", "-n"], built).stdout
+
+
 def test_one_variant_change_reruns_only_that_variant(built: Path, sh) -> None:
     """(a) change one ablation's setting: only its stages (and what uses them) are stale, and
     `dvc repro` reruns exactly those."""
@@ -122,3 +158,20 @@ def test_fresh_clone_after_pull_and_sync_has_nothing_to_do(built: Path, sh) -> N
     sh(["python", "-m", "sparsegen", "sync"], clone)
     assert NOTHING in sh(["snakemake", "-n"], clone).stdout
     assert DVC_CLEAN in sh(["dvc", "status"], clone).stdout
+
+
+def test_reprepared_data_resumes_a_complete_training_and_writes_every_output(built: Path, sh
+                                                                             ) -> None:
+    """Rewriting the prepared data with unchanged settings makes Snakemake rerun training; the
+    job finds its checkpoint complete (same data: same manifest hashes), resumes it and writes
+    every declared output instead of failing with missing outputs."""
+    lay = _layout(built)
+    sh(["snakemake", "--cores", "2", "-R", "prepare_dataset", "--until", "prepare_dataset"],
+       built)
+    final = lay.run("stya2k", "full", "final.pt")
+    sh(["snakemake", "--cores", "2", final], built)
+    log = (built / lay.logs / "stya2k" / "coco_wikiart" / "full" / "train.log").read_text()
+    steps = lay.params["stya2k"]["smoke"]["train"]["iterations"]
+    assert f"resuming from {lay.run('stya2k', 'full', 'ckpt/last.pt')} at step {steps}" in log
+    rows = (built / lay.run("stya2k", "full", "train_log.csv")).read_text().splitlines()
+    assert len(rows) == 1 + steps

@@ -270,12 +270,12 @@ def test_a_deadline_stops_checkpointed_and_the_next_attempt_resumes(tmp_path: Pa
 def test_kept_checkpoints_are_published_with_their_hashes(tmp_path: Path) -> None:
     from sparsegen.provenance import sha256_file
 
-    cfg = loop.LoopConfig(**{**_cfg().__dict__, "keep_every": 10})
+    cfg = loop.LoopConfig(**{**_cfg().__dict__, "keep_every": 5})
     run_dir = tmp_path / "run"
     assert loop.run(ToyTask(), cfg, SETTINGS, run_dir, run_dir / "final.pt",
                     run_dir / "log.csv", kept_dir=run_dir / "kept")
     index = json.loads((run_dir / "kept" / loop.KEPT_INDEX).read_text())["checkpoints"]
-    assert [e["step"] for e in index] == [10, 20]
+    assert [e["step"] for e in index] == [5, 10, 15]  # the final checkpoint is not repeated
     for entry in index:
         path = run_dir / "kept" / entry["file"]
         assert sha256_file(path) == entry["sha256"]

@@ -71,7 +71,8 @@ class LoopConfig:
     lr_factor: Callable[[int], float]
     stop_after: int | None = None  # end this invocation early after this step (tests, debugging)
     prefetch: int = 2  # batches loaded ahead in background threads (0: load inline)
-    keep_every: int = 0  # keep a copy of the modules every this many steps (0: none)
+    keep_every: int = 0  # keep a copy of the modules every this many steps before the last
+    # (the final checkpoint is the last candidate; 0: none)
     deadline: float | None = None  # time.monotonic() after which to checkpoint and stop
 
 
@@ -267,7 +268,7 @@ def run(task: TrainTask, cfg: LoopConfig, settings: Mapping[str, Any], run_dir: 
                 progress.set_postfix(losses)
                 if world.is_main:
                     write_log(log_path, state.log_rows)
-            if cfg.keep_every and done % cfg.keep_every == 0:
+            if cfg.keep_every and done % cfg.keep_every == 0 and done < cfg.iterations:
                 save(ckpt_dir / "kept" / f"step-{done:09d}.pt", done, {})
             state.step = done
             if done < cfg.iterations:
