@@ -87,7 +87,8 @@ def test_changing_the_upstream_variant_stales_its_consumer_in_both_tools(toy: Pa
     doc["toy"]["variants"]["autoencoder"]["train"] = {"lr": 0.02}
     params.write_text(yaml.safe_dump(doc, sort_keys=False))
     status = json.loads(sh(["dvc", "status", "--json"], toy).stdout)
-    assert set(status) == {"train-toy-autoencoder", "train-toy-refined"}
+    # the consumer's train and evaluate stages (its sampling runs the upstream model too)
+    assert set(status) == {"train-toy-autoencoder", "train-toy-refined", "evaluate-toy-refined"}
     plan = sh(["snakemake", "-n"], toy).stdout
     trained = set(re.findall(r"rule train:\n(?:\s+\S.*\n)*?\s+wildcards: [^\n]*variant=(\w+)",
                              plan))

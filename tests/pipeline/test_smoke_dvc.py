@@ -6,6 +6,7 @@ restored with `dvc pull` (b)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import time
@@ -57,9 +58,13 @@ def test_smoke_dag_writes_every_result(built: Path) -> None:
         metrics = {r["metric"]: r for r in records["records"]}
         assert set(metrics) == {"content_loss_stytr2", "style_loss_stytr2", "lpips_alex",
                                 "inference_time_s"}
-        for r in metrics.values():  # smoke numbers always say why they are not comparable
-            assert r["comparable"] is False
-            assert any("synthetic data" in reason for reason in r["non_comparable_reasons"])
+        for r in metrics.values():  # smoke records state the preset
+            assert r["facts"]["preset"] == "smoke"
+    for table in lay.tables("stya2k"):  # ... and the judge says why they are not comparable
+        if table.endswith(".csv"):
+            rows = [r for r in csv.DictReader((built / table).open()) if r["reproduced_value"]]
+            assert rows and all(r["comparable"] == "False" for r in rows)
+            assert all("preset smoke" in r["non_comparable_reasons"] for r in rows)
 
 
 def test_smoke_dag_covers_every_stylenat_variant(built: Path) -> None:
@@ -71,7 +76,7 @@ def test_smoke_dag_covers_every_stylenat_variant(built: Path) -> None:
         metrics = {r["metric"]: r for r in records["records"]}
         assert {"fid_legacy_pytorch", "fid_clean", "throughput_img_s", "params_m"} <= set(metrics)
         for name in ("fid_legacy_pytorch", "fid_clean"):
-            assert metrics[name]["comparable"] is False
+            assert metrics[name]["facts"]["data"]["images"]["real"] is False
             assert metrics[name]["n_samples"] == lay.params["stylenat"]["smoke"]["eval"][
                 "n_samples"]
 
