@@ -1,10 +1,10 @@
 """StyleNAT benchmark bookkeeping: the generator widths each attention call is timed at, the
-summary rows (throughput ratio, crossover side) on synthetic timings, failures recorded as results,
-and a CPU dry run end to end (columns, row kinds, skipped backends). Speed is never asserted."""
+summary rows (throughput ratio, crossover side, GPU-hours) on synthetic timings, failures recorded
+as results, the DDP worker under torchrun (gloo on the CPU), and a CPU dry run end to end (columns,
+row kinds, skipped backends, paper values). Speed is never asserted."""
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import replace
 from typing import Any
@@ -12,10 +12,15 @@ from typing import Any
 import pytest
 import torch
 
+from sparsegen.bench import common
 from sparsegen.bench import stylenat as bench
+from sparsegen.bench.common import COLUMNS
+from sparsegen.claims import load_claims
 from sparsegen.config import load_params, resolve
+from sparsegen.provenance import REPO_ROOT
 
 CPU = torch.device("cpu")
+CLAIMS = load_claims(REPO_ROOT / "pipeline" / "claims" / "stylenat.yaml").tables["1"]
 
 
 def _model(preset: str) -> dict[str, Any]:
@@ -68,7 +73,8 @@ def test_calls_are_counted_and_timed() -> None:
     calls = []
     result = bench.measure_calls(lambda: calls.append(1), CPU, warmup=3, repeats=4)
     assert len(calls) == 7 and result["status"] == "ok" and result["repeats"] == 4
-    assert result["median_ms"] >= 0 and math.isnan(result["peak_mem_mib"])
+    assert result["median_ms"] >= 0 and math.isnan(result["peak_mem_gib"])
+    assert set(result) <= set(COLUMNS)
 
 
 @pytest.mark.parametrize(("error", "status"), [
@@ -97,10 +103,13 @@ def test_throughput_ratio_takes_the_best_stylenat_backend() -> None:
     rows = [_throughput("stylenat", "torch", 20.0), _throughput("stylenat", "flex", 33.0),
             _throughput("styleswin", "torch", 30.0)]
     row = bench.throughput_ratio(rows)
-    assert (row["value"], row["backend"], row["paper_value"]) == (1.1, "flex", 1.078)
+    paper = round(CLAIMS.cells["stylenat"]["throughput"] / CLAIMS.cells["styleswin"]["throughput"],
+                  4)
+    assert (row["value"], row["backend"], row["paper_value"]) == (1.1, "flex", paper)
+    assert paper == 1.0781 and "claims/stylenat.yaml" in row["paper_source"]
     missing = bench.throughput_ratio([rows[1], _throughput("styleswin", "torch", math.nan,
                                                            "out of memory")])
-    assert math.isnan(missing["value"]) and missing["status"] == "n/a"
+    assert math.isnan(missing["value"]) and missing["status"] == "no result"
 
 
 def _cost(attention: str, backend: str, side: int, ms: float, *, rpb: bool = False,
@@ -143,17 +152,14 @@ def test_crossover_is_the_first_side_where_neighbourhood_beats_dense(metric: str
 def test_no_crossover_when_dense_always_wins() -> None:
     rows = [r for r in _synthetic() if r["side"] < 128]
     row = bench.crossover(rows, "crossover_side[d=1, rpb]")
-    assert math.isnan(row["value"]) and row["status"] == "n/a"
+    assert math.isnan(row["value"]) and row["status"] == "no result"
 
 
-def test_cpu_dry_run_writes_every_row_kind(tmp_path) -> None:
-    out = bench.run(tmp_path / "stylenat.csv", sizes=[8, 16], device_name="cpu")
-    with out.open() as f:
-        reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == bench.COLUMNS
-        rows = list(reader)
+def test_cpu_dry_run_writes_every_row_kind(stylenat_dry_run) -> None:
+    columns, rows = stylenat_dry_run
+    assert columns == list(COLUMNS)
     kinds = [r["kind"] for r in rows]
-    assert kinds.count("summary") == 1 + len(bench.CROSSOVERS)
+    assert kinds.count("summary") == 1 + len(bench.CROSSOVERS) + 1  # + GPU-hours
     assert {r["device"] for r in rows} == {bench.environment(CPU)["device"]}
     assert {r["precision"] for r in rows} == {"fp32"}
 
@@ -165,29 +171,101 @@ def test_cpu_dry_run_writes_every_row_kind(tmp_path) -> None:
     smoke = bench.build_generator({**_model("smoke"), "backend": "torch"})
     assert float(nat["params_m"]) == pytest.approx(
         sum(p.numel() for p in smoke.parameters()) / 1e6, abs=1e-3)
+    for (model, _), r in throughput.items():  # the paper's numbers, from the claims file
+        assert float(r["paper_value"]) == CLAIMS.cells[model]["throughput"]
+        assert float(r["paper_params_m"]) == CLAIMS.cells[model]["params"]
+        assert r["paper_unit"] == "img/s"
 
     cost = [r for r in rows if r["kind"] == "attention_cost"]
     assert {int(r["side"]) for r in cost} == {8, 16}
     for r in [*cost, *throughput.values()]:  # dry run: only the torch backend is timed
         runs = r["attention"] not in ("neighborhood", "hydra_na") or r["backend"] == "torch"
         assert r["status"] == ("ok" if runs else "skipped"), r
-        assert runs or "dry run on cpu" in r["note"]
+        assert runs or "dry run on cpu" in r["note"] or (
+            r["backend"] == "natten" and "natten is not installed" in r["note"])
     torch_na = {(int(r["side"]), int(r["dilation"])) for r in cost
                 if r["attention"] == "neighborhood" and r["backend"] == "torch"}
     assert torch_na == {(8, 1), (16, 1), (16, 2)}  # smoke model: dilations [1, 2] at side 16
     assert {(r["heads"], r["head_dim"], r["batch"]) for r in cost} == {("8", "4", "4")}
 
+    train = {(r["variant"], r["gpus"], r["metric"]): r for r in rows if r["kind"] == "train_step"}
+    assert set(train) == {("stylenat", "0", "iteration"), ("stylenat", "0", "iteration_with_r1"),
+                          ("stylenat", "2", "iteration"), ("ffhq1024", "0", "iteration")}
+    one = train["stylenat", "0", "iteration"]
+    assert one["status"] == "ok" and float(one["compile_s"]) > 0 and one["backend"] == "torch"
+    assert train["stylenat", "0", "iteration_with_r1"]["status"] == "ok"
+    assert train["stylenat", "2", "iteration"]["status"] == "skipped"
+    assert train["ffhq1024", "0", "iteration"]["status"] == "skipped"
+    hours = next(r for r in rows if r["metric"] == "gpu_hours_per_model")
+    assert hours["status"] == "ok" and "1 GPU (no DDP measured)" in hours["derived_from"]
+    assert float(hours["value"]) == float(hours["gpu_hours_per_model"]) > 0
+
+
+def _train(gpus: int, metric: str, ms: float) -> dict:
+    return {"kind": "train_step", "variant": "stylenat", "gpus": gpus, "metric": metric,
+            "median_ms": ms, "status": "ok", "precision": "fp32+tf32conv"}
+
+
+def test_gpu_hours_come_from_the_ddp_rows_when_measured() -> None:
+    settings = bench.train_settings("cuda")  # the paper preset: batch 8, R1 every 16
+    one = [_train(1, "iteration", 1000.0), _train(1, "iteration_with_r1", 1000.0)]
+    ddp = [_train(2, "iteration", 1200.0), _train(2, "iteration_with_r1", 2800.0)]
+    row = bench.gpu_hours(one + ddp, settings)
+    s_it = (15 * 1.2 + 2.8) / 16  # 1.3 s
+    assert row["value"] == round(1_000_000 * s_it * 8 / 3600) == 2889
+    assert row["gpus"] == 2 and "2 GPUs (DDP)" in row["derived_from"]
+    only_one = bench.gpu_hours(one, settings)
+    assert only_one["value"] == round(1_000_000 * 1.0 * 8 / 3600)
+    assert "1 GPU (no DDP measured)" in only_one["derived_from"]
+    assert bench.gpu_hours([], settings)["status"] == "no result"
+
+
+def test_timed_steps_separate_r1_iterations() -> None:
+    plain, r1 = bench.timed_steps(3, 10, 2, 16)
+    assert plain == list(range(3, 13)) and r1 == [16, 32]
+    plain, _ = bench.timed_steps(14, 4, 1, 16)
+    assert plain == [14, 15, 17, 18]  # step 16 carries R1
+
+
+def test_host_batch_is_shaped_like_the_tasks() -> None:
+    settings = bench.train_settings("cpu")
+    batch = bench.host_batch(settings, 3)
+    n, side = settings["train"]["batch_size"], settings["model"]["resolution"]
+    assert batch["reals"].shape == (n, 3, side, side) and batch["z_g"].shape[0] == n
+    assert torch.equal(batch["z_d"], bench.host_batch(settings, 3)["z_d"])
+
+
+def test_ddp_worker_times_the_task_under_torchrun() -> None:
+    # two gloo ranks on the CPU: the same worker the GPU run starts with NCCL
+    timing = bench.launch_ddp(2, "cpu", (1, 1, 1), timeout=180)
+    assert timing["status"] == "ok" and timing["world_size"] == 2
+    assert len(timing["plain_s"]) == 1 and len(timing["r1_s"]) == 1 and timing["r1_steps"] == [16]
+    rows = bench.train_rows(timing, bench.train_settings("cpu"), 2, "fp32", CPU)
+    assert [r["metric"] for r in rows] == ["iteration", "iteration_with_r1"]
+    assert "under DDP" in rows[0]["note"]
+
+
+def test_a_failed_launch_is_reported() -> None:
+    with pytest.raises(bench.LaunchFailed, match="exited with") as err:
+        bench.launch_ddp(2, "tpu", (1, 1, 1), timeout=120)  # the worker refuses the device
+    assert err.value.status == "error"
+
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_every_backend_runs_on_the_gpu() -> None:
-    # the full benchmark's code paths (compiled Flex in the generator, NATTEN, memory deltas) with
-    # 2 timed calls and one side, so a GPU session can check them before the 500-pass run
+def test_every_backend_runs_on_the_gpu(monkeypatch) -> None:
+    # the full benchmark's code paths (compiled Flex in the generator, NATTEN when installed,
+    # memory deltas) with 2 timed calls and one side, so a GPU session can check them before the
+    # 500-pass run
+    monkeypatch.setenv(common.ALLOW_UNKNOWN_COMMIT, "1")  # a copy without .git
     cuda = torch.device("cuda")
     plan = replace(bench.plan_for(cuda, [32]), throughput_calls=(1, 2), cost_calls=(1, 2))
-    rows = bench.benchmark(plan, cuda)
+    rows = bench.benchmark(plan, cuda, sections=("throughput", "cost"))
     assert {(r["model"], r["backend"], r["status"]) for r in rows if r["kind"] == "throughput"} == {
         ("stylenat", "torch", "ok"), ("stylenat", "flex", "ok"), ("styleswin", "torch", "ok")}
     cost = [r for r in rows if r["kind"] == "attention_cost"]
-    assert all(r["status"] == "ok" and r["peak_mem_mib"] > 0 for r in cost), cost
+    natten = "natten" in bench.available_backends(cuda)
+    assert all(r["status"] == ("ok" if natten or r["backend"] != "natten" else "skipped")
+               for r in cost), cost
+    assert all(r["peak_mem_gib"] > 0 for r in cost if r["status"] == "ok")
     assert {r["backend"] for r in cost} == {"torch", "flex", "natten", "sdpa"}
