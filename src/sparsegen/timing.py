@@ -16,9 +16,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_callable(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
-                  grad: bool = False) -> dict[str, Any]:
-    """Seconds per call of `fn` (mean, median, std over `repeats` after `warmup` calls), under
+def wall_times(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
+               grad: bool = False) -> list[float]:
+    """Wall-clock seconds of each of `repeats` calls of `fn` after `warmup` calls, under
     `torch.inference_mode()` unless `grad` (training steps).
 
     On CUDA each call is bracketed by synchronisation so queued kernels are counted."""
@@ -32,6 +32,13 @@ def time_callable(fn: Callable[[], Any], device: torch.device, warmup: int, repe
             fn()
             synchronize(device)
             times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_callable(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
+                  grad: bool = False) -> dict[str, Any]:
+    """Seconds per call of `fn` (mean, median, std; see `wall_times`)."""
+    times = wall_times(fn, device, warmup, repeats, grad)
     return {
         "mean_s": statistics.fmean(times),
         "median_s": statistics.median(times),

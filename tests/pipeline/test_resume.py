@@ -33,14 +33,20 @@ def _train_cmd(settings: dict, run_dir: Path) -> list[str]:
             "--log", str(run_dir / "train_log.csv")]
 
 
-def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+def _smoke_settings(tmp_path: Path, **train: int) -> dict:
+    """StyA2K `full` train settings of the smoke preset on data prepared under tmp_path."""
     params = load_params(REPO_ROOT / "params.yaml", overrides={"preset": "smoke"})
     _prepare(tmp_path / "prepared", params)
     settings = unit_settings(params, "stya2k", "full", "train")
     settings["paths"] = {**settings["paths"], "prepared": str(tmp_path / "prepared"),
                          "weights": str(tmp_path / "weights")}
-    settings["train"].update(iterations=8, checkpoint_every=2, decay_start=4)
+    settings["train"].update(train)
     settings["deterministic"] = True
+    return settings
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    settings = _smoke_settings(tmp_path, iterations=8, checkpoint_every=2, decay_start=4)
 
     straight = tmp_path / "straight"
     subprocess.run(_train_cmd(settings, straight), check=True, capture_output=True)
@@ -80,12 +86,7 @@ def test_a_time_limited_job_stops_checkpointed_and_the_next_attempt_resumes(tmp_
                                                                             ) -> None:
     """A cluster allocation ends: the train step checkpoints, exits 75 (Snakemake retries it)
     and the next attempt resumes to the weights of an uninterrupted run."""
-    params = load_params(REPO_ROOT / "params.yaml", overrides={"preset": "smoke"})
-    _prepare(tmp_path / "prepared", params)
-    settings = unit_settings(params, "stya2k", "full", "train")
-    settings["paths"] = {**settings["paths"], "prepared": str(tmp_path / "prepared"),
-                         "weights": str(tmp_path / "weights")}
-    settings["train"].update(iterations=6, checkpoint_every=100, decay_start=3)
+    settings = _smoke_settings(tmp_path, iterations=6, checkpoint_every=100, decay_start=3)
     straight = tmp_path / "straight"
     subprocess.run(_train_cmd(settings, straight), check=True, capture_output=True)
 

@@ -30,7 +30,7 @@ import torch
 
 from sparsegen.io import write_text
 from sparsegen.provenance import REPO_ROOT, device_description, git_commit, library_versions
-from sparsegen.timing import synchronize
+from sparsegen.timing import wall_times
 
 COLUMNS = (
     # what the row is
@@ -175,16 +175,7 @@ def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: i
     reset_peak(device)
     t0 = time.perf_counter()
     try:
-        with torch.inference_mode(not grad):
-            for _ in range(warmup):
-                fn()
-            synchronize(device)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                synchronize(device)
-                times.append(time.perf_counter() - start)
+        times = wall_times(fn, device, warmup, repeats, grad)
     except torch.OutOfMemoryError:
         if device.type == "cuda":
             torch.cuda.empty_cache()
