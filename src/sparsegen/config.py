@@ -31,6 +31,9 @@ SCHEMA_DIR = REPO_ROOT / "pipeline" / "schemas"
 SCHEMA_PATH = SCHEMA_DIR / "params.schema.yaml"
 PARAMS_PATH = REPO_ROOT / "params.yaml"
 GLOBAL_KEYS = ("preset", "weights", "device", "seed", "deterministic", "paths")
+# The smoke preset's showcase: a paper's headline variant trained longer at the smoke sizes
+# (`<paper>.smoke.showcase`), a run of its own that no paper table shows.
+SHOWCASE = "showcase"
 # Keys of a variant entry that link it to other variants rather than override settings.
 LINK_KEYS = ("stage", "uses")
 
@@ -185,12 +188,12 @@ def _cross_key_problems(params: dict[str, Any]) -> list[str]:
         return problems
     found: dict[tuple[str, str], list[str]] = {}
     for paper in papers.names():
-        for variant in params[paper]["variants"]:
+        for variant in variant_entries(params, paper):
             s = resolve(params, paper, variant, check=False)
             for message in _settings_problems(params, s):
                 found.setdefault((paper, message), []).append(variant)
     for (paper, message), variants in found.items():
-        every = len(variants) == len(params[paper]["variants"])
+        every = len(variants) == len(variant_entries(params, paper))
         text = f"{paper} (preset {params['preset']}): {message}"
         problems.append(text if every else f"{text} [variants: {', '.join(variants)}]")
     return sorted(problems)
@@ -203,6 +206,10 @@ def _link_problems(params: Mapping[str, Any]) -> list[str]:
         paper = papers.get(name)
         order = [s.name for s in paper.stages]
         variants = params[name]["variants"]
+        showcase = params[name].get("smoke", {}).get(SHOWCASE)
+        if showcase and showcase["of"] not in variants:
+            problems.append(f"{name}.smoke.{SHOWCASE}.of: no variant {showcase['of']!r} "
+                            f"(defined: {', '.join(variants)})")
         for variant, entry in variants.items():
             key = f"{name}.variants.{variant}"
             try:
@@ -248,6 +255,17 @@ def load_params(path: str | Path = PARAMS_PATH, overrides: Mapping[str, Any] | N
     return validate_params(params, source=str(path))
 
 
+def variant_entries(params: Mapping[str, Any], paper: str) -> dict[str, dict[str, Any]]:
+    """The variants of `paper` under the active preset: its `variants`, plus under the smoke
+    preset the showcase, whose entry is the variant it shows (`of`)."""
+    block = params[paper]
+    entries = dict(block["variants"])
+    showcase = block.get("smoke", {}).get("showcase")
+    if params["preset"] == "smoke" and showcase:
+        entries[SHOWCASE] = entries[showcase["of"]]
+    return entries
+
+
 def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = True
             ) -> dict[str, Any]:
     """Settings of one (paper, variant) job under the active preset: base, variant, preset.
@@ -260,16 +278,22 @@ def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = T
         raise ParamsError(f"unknown paper {paper!r}; params.yaml defines: "
                           f"{', '.join(p for p in papers.names() if p in params)}")
     block = params[paper]
-    if variant not in block["variants"]:
+    entries = variant_entries(params, paper)
+    if variant not in entries:
         raise ParamsError(f"{paper}.variants: no variant {variant!r} (defined: "
-                          f"{', '.join(block['variants'])})")
-    entry = block["variants"][variant]
+                          f"{', '.join(entries)})")
+    entry = entries[variant]
     base = {k: v for k, v in block.items() if k not in ("variants", "smoke")}
     settings = deep_merge(base, {k: v for k, v in entry.items() if k not in LINK_KEYS})
     if params["preset"] == "smoke":
         smoke = block.get("smoke", {})
-        settings = deep_merge(settings, {k: v for k, v in smoke.items() if k != "variants"})
-        settings = deep_merge(settings, smoke.get("variants", {}).get(variant, {}))
+        settings = deep_merge(settings, {k: v for k, v in smoke.items()
+                                         if k not in ("variants", SHOWCASE)})
+        shown = smoke[SHOWCASE]["of"] if variant == SHOWCASE else variant
+        settings = deep_merge(settings, smoke.get("variants", {}).get(shown, {}))
+        if variant == SHOWCASE:
+            settings = deep_merge(settings, {k: v for k, v in smoke[SHOWCASE].items()
+                                             if k != "of"})
     settings.update({k: copy.deepcopy(params[k]) for k in GLOBAL_KEYS})
     settings.update(paper=paper, variant=variant,
                     stage=entry.get("stage", papers.get(paper).stages[0].name))
@@ -316,17 +340,20 @@ def unit_param_keys(params: Mapping[str, Any], paper: str, variant: str, unit: s
     A train unit also reads the train keys of every variant it `uses` (their checkpoints are
     its inputs), so changing an upstream variant stales its consumers in DVC at once."""
     block = params[paper]
+    smoke = block.get("smoke", {}) if params["preset"] == "smoke" else {}
+    shown = smoke[SHOWCASE]["of"] if variant == SHOWCASE else variant
     keys = list(UNIT_GLOBALS)
     keys += [f"{paper}.{section}" for section in UNIT_SECTIONS[unit] if section in block]
     if unit == "train":
-        keys.append(f"{paper}.variants.{variant}")
-    if params["preset"] == "smoke":
-        smoke = block.get("smoke", {})
+        keys.append(f"{paper}.variants.{shown}")
+    if smoke:
         keys += [f"{paper}.smoke.{section}" for section in UNIT_SECTIONS[unit] if section in smoke]
-        own = smoke.get("variants", {}).get(variant, {})
-        keys += [f"{paper}.smoke.variants.{variant}.{section}" for section in UNIT_SECTIONS[unit]
+        own = smoke.get("variants", {}).get(shown, {})
+        keys += [f"{paper}.smoke.variants.{shown}.{section}" for section in UNIT_SECTIONS[unit]
                  if section in own]
-    for upstream in block["variants"][variant].get("uses", {}).values():
+    if variant == SHOWCASE:
+        keys.append(f"{paper}.smoke.{SHOWCASE}")
+    for upstream in variant_entries(params, paper)[variant].get("uses", {}).values():
         keys += unit_param_keys(params, paper, upstream, "train")
     return list(dict.fromkeys(keys))
 
@@ -335,6 +362,6 @@ def datasets_in_use(params: Mapping[str, Any]) -> list[str]:
     """Prepared datasets the enabled papers read under the active preset, sorted."""
     names = set()
     for paper in params["papers"]:
-        for variant in params[paper]["variants"]:
+        for variant in variant_entries(params, paper):
             names.update(resolve(params, paper, variant, check=False).get("data", {}).values())
     return sorted(names)

@@ -97,17 +97,24 @@ class Layout:
     # Variants and their links.
 
     def variants(self, paper: str) -> list[str]:
-        return list(self.params[paper]["variants"])
+        """Every trained variant (with the smoke preset's showcase)."""
+        from sparsegen.config import variant_entries
+
+        return list(variant_entries(self.params, paper))
 
     def evaluated(self, paper: str) -> list[str]:
         """Variants whose stage is sampled and scored (all, unless a stage only feeds another)."""
+        from sparsegen.config import variant_entries
+
         spec = papers.get(paper)
-        return [v for v, entry in self.params[paper]["variants"].items()
+        return [v for v, entry in variant_entries(self.params, paper).items()
                 if papers.stage_of(spec, entry).evaluated]
 
     def upstream(self, paper: str, variant: str) -> dict[str, str]:
         """role -> final.pt of each variant this variant's training `uses`."""
-        uses = self.params[paper]["variants"][variant].get("uses", {})
+        from sparsegen.config import variant_entries
+
+        uses = variant_entries(self.params, paper)[variant].get("uses", {})
         return {f"uses_{role}": self.run(paper, up, FINAL) for role, up in uses.items()}
 
     # Inputs of each kind of job: the Snakemake input functions and the dvc.yaml deps both

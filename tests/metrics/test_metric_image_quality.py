@@ -76,3 +76,22 @@ def test_l1_matches_numpy_and_checks_inputs(photos64):
         get("l1")(a, b[:5], MetricContext())
     with pytest.raises(ValueError, match=r"expected an RGB batch \(N, 3, H, W\)"):
         get("l1")(a[0], b[0], MetricContext())
+
+
+def test_gray_ssim_matches_skimage_on_pil_luma(photos64):
+    """Against PIL's own grayscale conversion (a different implementation of BT.601 luma, with
+    rounding to uint8: agreement to 1e-2) and skimage's default window."""
+    from PIL import Image
+
+    a, b = photos64[:3], photos64[3:6]
+    rec = get("ssim_gray_skimage")(a, b, MetricContext())
+
+    def luma(x):
+        array = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        return np.asarray(Image.fromarray(array).convert("L"), dtype=np.float64)
+
+    expected = [structural_similarity(luma(x), luma(y), data_range=255) for x, y in zip(a, b)]
+    np.testing.assert_allclose(rec.per_sample, expected, atol=1e-2)
+    assert rec.value == pytest.approx(np.mean(rec.per_sample))
+    assert get("ssim_gray_skimage")(a, a, MetricContext()).value == pytest.approx(1.0)
+    assert rec.value < 0.9  # different photos

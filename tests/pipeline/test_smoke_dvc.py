@@ -56,8 +56,8 @@ def test_smoke_dag_writes_every_result(built: Path) -> None:
     for variant in lay.params["stya2k"]["variants"]:
         records = json.loads((built / lay.run("stya2k", variant, "metrics.json")).read_text())
         metrics = {r["metric"]: r for r in records["records"]}
-        assert set(metrics) == {"content_loss_stytr2", "style_loss_stytr2", "lpips_alex",
-                                "inference_time_s"}
+        assert {"content_loss_stytr2", "style_loss_stytr2", "lpips_alex", "ssim_gray_skimage",
+                "inference_time_s"} <= set(metrics)
         for r in metrics.values():  # smoke records state the preset
             assert r["facts"]["preset"] == "smoke"
     for table in lay.tables("stya2k"):  # ... and the judge says why they are not comparable
@@ -180,3 +180,21 @@ def test_reprepared_data_resumes_a_complete_training_and_writes_every_output(bui
     assert f"resuming from {lay.run('stya2k', 'full', 'ckpt/last.pt')} at step {steps}" in log
     rows = (built / lay.run("stya2k", "full", "train_log.csv")).read_text().splitlines()
     assert len(rows) == 1 + steps
+
+
+def test_the_smoke_showcases_show_each_method_working(built: Path) -> None:
+    """The headline models, trained longer at the smoke size, do their job (issue 8's
+    measured criteria), and each has its labelled figure."""
+    lay = _layout(built)
+
+    def summary(paper: str) -> dict[str, float]:
+        path = built / lay.run(paper, "showcase", "metrics.json")
+        return json.loads(path.read_text())["summary"]
+
+    stya2k = summary("stya2k")  # structure kept, style taken (random-init VGG)
+    assert stya2k["ssim_gray_skimage"] >= 0.4 > stya2k["ssim_gray_skimage@untrained"]
+    assert stya2k["style_loss_stytr2"] <= 0.5 * stya2k["style_loss_stytr2@untrained"]
+    stylenat = summary("stylenat")  # samples closer to the faces (random-init Inception)
+    assert stylenat["fid_legacy_pytorch"] <= 0.3 * stylenat["fid_legacy_pytorch@untrained"]
+    for paper in ("stya2k", "stylenat"):
+        assert (built / lay.figures(paper) / "smoke_showcase.png").is_file()

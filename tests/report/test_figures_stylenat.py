@@ -177,5 +177,5 @@ def test_notebook_takes_paths_and_calls_existing_figures():
                        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                        and node.value.id == "figures"}
     assert called == {"figure_overview", "figure_fid_throughput", "figure_samples",
-                      "figure_attention", "figure_training_curves"}
+                      "figure_attention", "figure_training_curves", "figure_showcase"}
     assert all(callable(getattr(figs, name)) for name in called)

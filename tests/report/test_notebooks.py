@@ -124,5 +124,5 @@ def test_stya2k_notebook_takes_paths_and_calls_existing_figures():
                     called.add(node.attr)
     assert called == {"figure_attention", "figure_comparison", "figure_ablation",
                       "figure_interpolation", "figure_a2k_vs_all_to_all",
-                      "figure_training_curves"}
+                      "figure_training_curves", "figure_showcase"}
     assert all(callable(getattr(stya2k_figures, name)) for name in called)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,21 @@ def overlay(ax: Axes, image: np.ndarray, heat: np.ndarray, title: str,
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def read_metrics(variant_dir: Path) -> dict[str, Any]:
+    """A variant's metric records by name ({} when it has no metrics.json yet)."""
+    from sparsegen.metrics.records import read_records
+
+    path = Path(variant_dir) / "metrics.json"
+    return {r.metric: r for r in read_records(path)} if path.is_file() else {}
+
+
+def checkpoint_settings(path: Path) -> dict[str, Any]:
+    """The resolved settings a checkpoint was trained with."""
+    from sparsegen.train.checkpoint import load
+
+    return load(path)["settings"]
 
 
 def read_training_logs(runs_dir: Path, required: Sequence[str]) -> dict[str, pd.DataFrame]:

@@ -17,16 +17,21 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from sparsegen.config import SHOWCASE
 from sparsegen.data.images import load_rgb, to_uint8
 from sparsegen.figures.common import (
+    checkpoint_settings,
     image_grid,
     overlay,
+    read_metrics,
     read_training_logs,
     save_png,
     training_curves,
 )
 from sparsegen.io import read_image
 from sparsegen.models.stya2k import PAPER
+from sparsegen.models.stya2k.evaluation import UNTRAINED_SUFFIX as SUFFIX
+from sparsegen.models.stya2k.sampling import UNTRAINED
 
 SAMPLE_COLUMNS = ("id", "content_id", "style_id", "output", "content_path", "style_path")
 LOSS_COLUMNS = PAPER.loss_columns
@@ -112,9 +117,38 @@ def figure_a2k_vs_all_to_all(runs_dir: Path, figures_dir: Path, n_pairs: int = 4
 
 
 def figure_training_curves(runs_dir: Path, figures_dir: Path) -> Figure:
-    """Loss terms of Eq. 17 against step for every variant with a train_log.csv."""
-    fig = training_curves(read_training_logs(runs_dir, ("step", *LOSS_COLUMNS)), LOSS_COLUMNS)
+    """Loss terms of Eq. 17 against step for every variant with a train_log.csv (the smoke
+    showcase, trained longer, has its own figure)."""
+    logs = read_training_logs(runs_dir, ("step", *LOSS_COLUMNS))
+    fig = training_curves({v: log for v, log in logs.items() if v != SHOWCASE}, LOSS_COLUMNS)
     save_png(fig, Path(figures_dir) / "training_curves.png")
+    return fig
+
+
+def figure_showcase(runs_dir: Path, figures_dir: Path, n_pairs: int = 4) -> Figure:
+    """The smoke showcase: the full model trained longer at the smoke size, beside the same
+    network untrained, titled with its length and the measured structure (SSIM to the content,
+    grayscale) and style (StyTr2 style loss against the untrained network's)."""
+    folder = Path(runs_dir) / SHOWCASE
+    table = read_samples(folder)
+    records = read_metrics(folder)
+    train = checkpoint_settings(folder / "final.pt")["train"]
+    rows = []
+    for pair in select_pairs(table, n_pairs):
+        row = _row_of(table, pair, folder)
+        trained = read_image(row["output"])
+        untrained = read_image(Path(row["output"]).parent / UNTRAINED / Path(row["output"]).name)
+        size = trained.shape[:2]
+        rows.append([to_uint8(load_rgb(row["content_path"], size=size)),
+                     to_uint8(load_rgb(row["style_path"], size=size)), untrained, trained])
+    fig = image_grid(rows, ["Content", "Style", "Untrained", "Trained"])
+    ssim, ssim0 = (records[m].value for m in ("ssim_gray_skimage", f"ssim_gray_skimage{SUFFIX}"))
+    style, style0 = (records[m].value for m in ("style_loss_stytr2", f"style_loss_stytr2{SUFFIX}"))
+    fig.suptitle(f"smoke showcase: {train['iterations']} iterations at {train['crop_size']}² "
+                 f"(batch {train['batch_size']}), random-init VGG\nSSIM to content {ssim:.2f} "
+                 f"(untrained {ssim0:.2f}); style loss {style:.2f} = {style / style0:.2f} x "
+                 "untrained", fontsize=8)
+    save_png(fig, Path(figures_dir) / "smoke_showcase.png")
     return fig
 
 

@@ -20,16 +20,22 @@ from matplotlib.figure import Figure
 
 from sparsegen import judge
 from sparsegen.claims import load_claims
+from sparsegen.config import SHOWCASE
 from sparsegen.figures.common import (
+    checkpoint_settings,
     image_grid,
     overlay,
+    read_metrics,
     read_training_logs,
     save_png,
     training_curves,
 )
 from sparsegen.io import read_image
-from sparsegen.metrics.records import ResultRecord, read_records
+from sparsegen.layout import dataset_dir
+from sparsegen.metrics.records import ResultRecord
 from sparsegen.models.stylenat import PAPER
+from sparsegen.models.stylenat.evaluation import UNTRAINED_SUFFIX as SUFFIX
+from sparsegen.models.stylenat.sampling import UNTRAINED, mosaic
 from sparsegen.provenance import REPO_ROOT
 
 CLAIMS = REPO_ROOT / "pipeline" / "claims" / "stylenat.yaml"
@@ -40,19 +46,13 @@ MEASURED = {"stylenat": "StyleNAT", "styleswin": "StyleSwin"}  # Fig. 3 points w
 BUBBLE_AREA = 20.0  # marker area (pt^2) per million parameters
 
 
-def sample_files(variant_dir: Path, n: int) -> list[Path]:
-    """The first `n` sample PNGs (by name) of a variant's samples/images."""
-    folder = Path(variant_dir) / "samples" / "images"
+def sample_files(variant_dir: Path, n: int, within: str = "") -> list[Path]:
+    """The first `n` sample PNGs (by name) of a variant's samples/[within/]images."""
+    folder = Path(variant_dir) / "samples" / within / "images"
     files = sorted(folder.glob("*.png"))
     if not files:
         raise FileNotFoundError(f"{folder}: no sample PNGs (run the sample step)")
     return files[:n]
-
-
-def read_metrics(variant_dir: Path) -> dict[str, ResultRecord]:
-    """A variant's metric records by name ({} when it has no metrics.json yet)."""
-    path = Path(variant_dir) / "metrics.json"
-    return {r.metric: r for r in read_records(path)} if path.is_file() else {}
 
 
 def comparable(record: ResultRecord, claims_path: Path = CLAIMS) -> bool:
@@ -277,9 +277,35 @@ def figure_attention(runs_dir: Path, figures_dir: Path, variant: str = "stylenat
 # Training curves
 
 
+def figure_showcase(runs_dir: Path, figures_dir: Path, n: int = 16) -> Figure:
+    """The smoke showcase: the StyleNAT model trained longer at the smoke size (short-run
+    recipe), the same z through the untrained generator, and real images of the dataset,
+    titled with its length and FIDs (random-init Inception) against the untrained one's."""
+    folder = Path(runs_dir) / SHOWCASE
+    records = read_metrics(folder)
+    settings = checkpoint_settings(folder / "final.pt")
+    train, side = settings["train"], settings["model"]["resolution"]
+    real = [read_image(p) for p in sorted(dataset_dir(settings, "images").rglob("*.png"))[:n]]
+    untrained = [read_image(p) for p in sample_files(folder, n, UNTRAINED)]
+    trained = [read_image(p) for p in sample_files(folder, n)]
+    columns = int(n ** 0.5)
+    panels = [mosaic(np.stack(images), columns) for images in (real, untrained, trained)]
+    fig = image_grid([panels], ["Real (procedural faces)", "Untrained", "Trained"],
+                     cell_inches=2.4)
+    fid, fid0 = (records[m].value for m in (FID, f"{FID}{SUFFIX}"))
+    fig.suptitle(f"smoke showcase: {train['iterations']} iterations at {side}² (batch "
+                 f"{train['batch_size']}, lr {train['lr_g']:g}/{train['lr_d']:g}, EMA "
+                 f"{train['ema_decay']:g})\nFID (random-init Inception) {fid:.3f} = "
+                 f"{fid / fid0:.2f} x untrained ({fid0:.3f})", fontsize=8)
+    save_png(fig, Path(figures_dir) / "smoke_showcase.png")
+    return fig
+
+
 def figure_training_curves(runs_dir: Path, figures_dir: Path) -> Figure:
-    """G and D losses (and R1 / bCR where logged) against step for every variant."""
-    logs = read_training_logs(runs_dir, ("step", "g", "d"))
+    """G and D losses (and R1 / bCR where logged) against step for every variant (the smoke
+    showcase, trained longer with another recipe, has its own figure)."""
+    logs = {v: log for v, log in read_training_logs(runs_dir, ("step", "g", "d")).items()
+            if v != SHOWCASE}
     columns = [c for c in LOSS_COLUMNS if any(c in log and log[c].notna().any()
                                               for log in logs.values())]
     fig = training_curves(logs, columns)

@@ -107,3 +107,28 @@ def l1(a: Any, b: Any, ctx: MetricContext) -> Measurement:
         value=math.fsum(values) / len(values), n_samples=len(values), per_sample=values,
         protocol={"range": "[0, 1]", "channels": "RGB", "image_size": list(ta.shape[-2:]),
                   "resize": "none"})
+
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" conversion
+
+
+@register("ssim_gray_skimage", higher_is_better=True,
+          description="SSIM of the BT.601 luma on 0-255 as scikit-image's structural_similarity "
+          "computes it by default (7x7 uniform window, data_range 255), mean over images")
+def ssim_gray_skimage(a: Any, b: Any, ctx: MetricContext) -> Measurement:
+    """Structure kept from a reference (e.g. a stylised image against its content image)."""
+    from skimage.metrics import structural_similarity
+
+    ta, tb = aligned_pair(a, b, ("images", "references"), unit_range=True)
+    luma = torch.tensor(LUMA, dtype=torch.float64).view(1, 3, 1, 1)
+
+    def gray(x: torch.Tensor) -> torch.Tensor:
+        return (x.to(torch.float64) * luma).sum(1) * 255
+
+    values = [float(structural_similarity(x.numpy(), y.numpy(), data_range=255))
+              for x, y in zip(gray(ta), gray(tb), strict=True)]
+    return Measurement(
+        value=math.fsum(values) / len(values), n_samples=len(values), per_sample=values,
+        protocol={"data_range": 255, "channels": "BT.601 luma", "window": "7x7 uniform",
+                  "implementation": "skimage.metrics.structural_similarity defaults",
+                  "image_size": list(ta.shape[-2:]), "resize": "none"})

@@ -5,6 +5,8 @@ Output folder (written by `sparsegen.sampling.sample_folder`, renamed into place
     samples.csv                  the pairs: ids, output file, content and style image paths
     timing.json                  seconds per stylisation (Table 1's inference time)
     sampling.json                the checkpoint and its training recipe
+    untrained/c-...png           with `eval.untrained_reference`: the same pairs stylised by the
+                                 untrained network (initialised as training starts)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from sparsegen.data.images import load_rgb, to_uint8
 from sparsegen.data.manifest import Sample
+from sparsegen.models.stya2k.network import build_network
 from sparsegen.models.stya2k.task import dataset_split, load_checkpoint
 from sparsegen.provenance import device_description
 from sparsegen.sampling import sample_folder
@@ -27,6 +30,7 @@ from sparsegen.timing import time_callable
 
 SAMPLES_CSV = "samples.csv"
 TIMING_JSON = "timing.json"
+UNTRAINED = "untrained"
 COLUMNS = ("id", "content_id", "style_id", "output", "content_path", "style_path")
 
 
@@ -54,22 +58,23 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
         return load_rgb(s.path, size=ev["size"])[None].to(device)
 
     style_images = {s.id: image(s) for s in styles}
-    rows = []
+    rows = [{"id": f"c-{c.id}__s-{s.id}", "content_id": c.id, "style_id": s.id,
+             "output": f"c-{c.id}__s-{s.id}.png", "content_path": str(c.path),
+             "style_path": str(s.path)} for c in contents for s in styles]
 
-    def stylised() -> Iterator[tuple[str, np.ndarray]]:
+    def stylised(model: torch.nn.Module, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
         with torch.inference_mode():
-            for c in contents:
-                content_image = image(c)
-                for s in styles:
-                    name = f"c-{c.id}__s-{s.id}"
-                    rows.append({"id": name, "content_id": c.id, "style_id": s.id,
-                                 "output": f"{name}.png", "content_path": str(c.path),
-                                 "style_path": str(s.path)})
-                    out = net.stylize(content_image, style_images[s.id])[0]
-                    yield f"{name}.png", to_uint8(out.clamp(0, 1))
+            for row in rows:
+                content = image(next(c for c in contents if c.id == row["content_id"]))
+                out = model.stylize(content, style_images[row["style_id"]])[0]
+                yield prefix + row["output"], to_uint8(out.clamp(0, 1))
 
     with sample_folder(out_dir, settings, checkpoint, ckpt) as folder:
-        folder.write_images(stylised(), len(contents) * len(styles), "stylise")
+        folder.write_images(stylised(net), len(rows), "stylise")
+        if ev.get("untrained_reference"):
+            untrained = build_network(ckpt["settings"]).to(device).eval()  # as training starts
+            folder.write_images(stylised(untrained, f"{UNTRAINED}/"), len(rows),
+                                "stylise (untrained)")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()

@@ -26,13 +26,14 @@ from sparsegen.layout import dataset_dir
 from sparsegen.metrics import registry
 from sparsegen.metrics.inputs import ImageSet
 from sparsegen.metrics.records import Measurement, ResultRecord
-from sparsegen.models.stylenat.sampling import IMAGES, SAMPLING_JSON, THROUGHPUT_JSON
+from sparsegen.models.stylenat.sampling import IMAGES, SAMPLING_JSON, THROUGHPUT_JSON, UNTRAINED
 from sparsegen.provenance import stable_hash
 from sparsegen.sampling import evaluation_facts, metric_context
 
 FID_METRICS = ("fid_legacy_pytorch", "fid_clean")
 SELECTION_METRIC = "fid_legacy_pytorch"  # the paper's FID picks the best checkpoint
 METRIC_BATCH = 50     # pytorch-fid's default batch (features do not depend on it)
+UNTRAINED_SUFFIX = "@untrained"  # records of the untrained generator's samples
 
 
 def fid_cache_dir(settings: dict[str, Any]) -> Path:
@@ -87,7 +88,8 @@ def _usage_records(timing: dict[str, Any], device: torch.device, source: dict[st
 
 def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
              ) -> list[ResultRecord]:
-    """Records for fid_legacy_pytorch, fid_clean, throughput_img_s and params_m."""
+    """Records for fid_legacy_pytorch, fid_clean, throughput_img_s and params_m; with an
+    untrained/ folder both FIDs again for it, named <metric>@untrained."""
     samples_dir = Path(samples_dir)
     ev = settings["eval"]
     sampling = read_json(samples_dir / SAMPLING_JSON)
@@ -109,15 +111,23 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
     facts = evaluation_facts(settings, samples_dir)
     facts["eval"] = {"n_samples": len(generated), "n_real": len(real),
                      "inception_size": input_size}
+    untrained = samples_dir / UNTRAINED / IMAGES
+    runs = [(generated, "", facts)]
+    if untrained.is_dir():  # eval.untrained_reference: the same z, untrained generator
+        runs.append((ImageSet.of(untrained, "untrained samples"), UNTRAINED_SUFFIX,
+                     {**{k: v for k, v in facts.items() if k != "training"},
+                      "model": "untrained (initialised as training starts)"}))
     records = []
-    for name in FID_METRICS:
-        record = registry.get(name)(
-            generated, reference, ctx, source=source, input_size=input_size,
-            cache_dir=fid_cache_dir(settings), reference_digests=[s.sha256 for s in real],
-            sets=sets)
-        record.seeds = [sampling["sample_seed"], subset["seed"]]
-        record.facts = facts
-        records.append(record)
+    for images, suffix, their_facts in runs:
+        for name in FID_METRICS:
+            record = registry.get(name)(
+                images, reference, ctx, source=source, input_size=input_size,
+                cache_dir=fid_cache_dir(settings), reference_digests=[s.sha256 for s in real],
+                sets=sets)
+            record.metric += suffix
+            record.seeds = [sampling["sample_seed"], subset["seed"]]
+            record.facts = their_facts
+            records.append(record)
     usage = _usage_records(read_json(samples_dir / THROUGHPUT_JSON), device, source)
     for record in usage:
         record.facts = {"preset": settings["preset"]}

@@ -15,6 +15,8 @@ Output folder (written by `sparsegen.sampling.sample_folder`, renamed into place
     sampling.json        seed, count, conversion, the checkpoint (and the selection) and its
                          training recipe, generator settings
     throughput.json      images/s, timing protocol, parameter count, device
+    untrained/images/    with `eval.untrained_reference`: the same z through the untrained
+                         generator (initialised as training starts)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from sparsegen.io import write_image, write_json
+from sparsegen.models.stylenat.generator import build_generator
 from sparsegen.models.stylenat.layers import to_unit_range
 from sparsegen.models.stylenat.task import load_generator_checkpoint
 from sparsegen.provenance import device_description
@@ -38,6 +41,7 @@ IMAGES = "images"
 GRID = "grid.png"
 SAMPLING_JSON = SIDECAR
 THROUGHPUT_JSON = "throughput.json"
+UNTRAINED = "untrained"
 GRID_SIZE = 16       # samples in grid.png (a 4 x 4 mosaic)
 SAMPLE_BATCH = 8     # generator batch while writing samples (the official code used 4)
 CONVERSION = ("un-normalise ImageNet mean/std, clamp to [0, 1], x * 255 + 0.5, clamp to "
@@ -142,6 +146,11 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
         first = write_samples(generator, z, folder.path / IMAGES, device,
                               workers=torch.get_num_threads())
         write_image(folder.path / GRID, mosaic(first, columns=math.ceil(math.sqrt(len(first)))))
+        if ev.get("untrained_reference"):
+            torch.manual_seed(ckpt["settings"]["seed"])  # as the train step seeds, then builds G
+            untrained = build_generator(model).to(device).eval()
+            write_samples(untrained, z, folder.path / UNTRAINED / IMAGES, device,
+                          workers=torch.get_num_threads())
         folder.sidecar.update({
             "n_samples": n, "sample_seed": seed, "images": IMAGES, "format": "png",
             "z": f"torch.randn({n}, {model['style_dim']}) from a CPU generator seeded "
