@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from sparsegen.io import atomic_dir, read_json, write_image, write_json
+from sparsegen.metrics.registry import MetricContext
 from sparsegen.progress import Progress
 from sparsegen.train.checkpoint import training_facts
 
@@ -94,10 +95,9 @@ def evaluation_facts(settings: Mapping[str, Any], samples_dir: str | Path) -> di
     }
 
 
-def metric_context(settings: Mapping[str, Any], device: torch.device, batch_size: int) -> Any:
+def metric_context(settings: Mapping[str, Any], device: torch.device, batch_size: int
+                   ) -> MetricContext:
     """The metric registry's context: weights mode and folder from the settings."""
-    from sparsegen.metrics.registry import MetricContext
-
     return MetricContext(weights_mode=settings["weights"],
                          weights_dir=Path(settings["paths"]["weights"]), device=device,
                          batch_size=batch_size)

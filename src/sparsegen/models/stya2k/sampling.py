@@ -57,6 +57,7 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
     def image(s: Sample) -> torch.Tensor:
         return load_rgb(s.path, size=ev["size"])[None].to(device)
 
+    content_images = {c.id: image(c) for c in contents}
     style_images = {s.id: image(s) for s in styles}
     rows = [{"id": f"c-{c.id}__s-{s.id}", "content_id": c.id, "style_id": s.id,
              "output": f"c-{c.id}__s-{s.id}.png", "content_path": str(c.path),
@@ -65,8 +66,8 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
     def stylised(model: torch.nn.Module, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
         with torch.inference_mode():
             for row in rows:
-                content = image(next(c for c in contents if c.id == row["content_id"]))
-                out = model.stylize(content, style_images[row["style_id"]])[0]
+                out = model.stylize(content_images[row["content_id"]],
+                                    style_images[row["style_id"]])[0]
                 yield prefix + row["output"], to_uint8(out.clamp(0, 1))
 
     with sample_folder(out_dir, settings, checkpoint, ckpt) as folder:
@@ -81,7 +82,7 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
         writer.writerows(rows)
         (folder.path / SAMPLES_CSV).write_text(buf.getvalue())
 
-        content_image, style_image = image(contents[0]), style_images[styles[0].id]
+        content_image, style_image = content_images[contents[0].id], style_images[styles[0].id]
         timing = time_callable(lambda: net.stylize(content_image, style_image), device,
                                ev["timing_warmup"], ev["timing_repeats"])
         trained = ckpt["settings"]
