@@ -124,3 +124,21 @@ def test_stylenat_impossible_partitions_name_the_key(params: dict[str, Any]) -> 
 
     msg = _invalid(params, edit)
     assert "model.partitions" in msg and "church_p8" in msg
+
+
+def test_the_smoke_showcase_is_its_variant_trained_longer(params: dict[str, Any]) -> None:
+    from sparsegen.config import SHOWCASE, variant_entries
+
+    showcase, full = resolve(params, "stya2k", SHOWCASE), resolve(params, "stya2k", "full")
+    block = params["stya2k"]["smoke"][SHOWCASE]
+    assert showcase["variant"] == SHOWCASE and block["of"] == "full"
+    assert showcase["model"] == full["model"] and showcase["loss"] == full["loss"]
+    assert showcase["train"]["iterations"] == block["train"]["iterations"] > full["train"][
+        "iterations"]
+    assert showcase["eval"]["untrained_reference"] and not full["eval"].get(
+        "untrained_reference")
+    assert SHOWCASE not in variant_entries({**params, "preset": "paper"}, "stya2k")
+    keys = unit_param_keys(params, "stya2k", SHOWCASE, "train")
+    assert {"stya2k.variants.full", f"stya2k.smoke.{SHOWCASE}"} <= set(keys)
+    msg = _invalid(params, lambda p: p["stya2k"]["smoke"][SHOWCASE].update(of="nope"))
+    assert "stya2k.smoke.showcase.of: no variant 'nope'" in msg
