@@ -90,7 +90,8 @@ def test_gray_ssim_matches_skimage_on_pil_luma(photos64):
         array = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         return np.asarray(Image.fromarray(array).convert("L"), dtype=np.float64)
 
-    expected = [structural_similarity(luma(x), luma(y), data_range=255) for x, y in zip(a, b)]
+    expected = [structural_similarity(luma(x), luma(y), data_range=255)
+                for x, y in zip(a, b, strict=True)]
     np.testing.assert_allclose(rec.per_sample, expected, atol=1e-2)
     assert rec.value == pytest.approx(np.mean(rec.per_sample))
     assert get("ssim_gray_skimage")(a, a, MetricContext()).value == pytest.approx(1.0)

@@ -108,3 +108,24 @@ def test_interpolation_and_multi_style(net):
         net.stylize_interpolated(content, [s1, s2], [1.0])
     with pytest.raises(ValueError, match="masks must be"):
         net.stylize_multi(content, [s1], [torch.ones(1, 64, 64)])
+
+
+def test_f5_relu_option_selects_the_official_decoder() -> None:
+    """Table 3's ReLU after the F5 conv, or none (the official merge_conv): with the same
+    weights the two decoders differ exactly where the F5 conv's output is negative."""
+    import torch
+
+    from sparsegen.models.stya2k.network import Decoder
+
+    paper, official = Decoder(), Decoder(f5_relu=False)
+    official.load_state_dict(paper.state_dict())
+    assert isinstance(paper.stage5[-1], torch.nn.ReLU)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in official.stage5)
+    torch.manual_seed(0)
+    feats = {"relu3_1": torch.randn(1, 256, 8, 8), "relu4_1": torch.randn(1, 512, 4, 4),
+             "relu5_1": torch.randn(1, 512, 2, 2)}
+    with torch.no_grad():
+        assert not torch.allclose(paper(feats), official(feats))
+        x = paper.stage5[:-1](feats["relu4_1"] + torch.nn.functional.interpolate(
+            feats["relu5_1"], size=(4, 4)))
+        assert (x < 0).any()

@@ -282,3 +282,27 @@ def test_paper_discriminator_widths():
     widths = [block.conv2[1].out_channels for block in d.convs]
     assert [d.from_rgbs[0].conv[0].out_channels, *widths] == [128, 512, 512, 512, 512, 512]
     assert d.final_linear[0].in_features == 512 * 16
+
+
+def test_position_table_in_float32_as_the_official_code() -> None:
+    """float64: an independent numpy computation (frequencies 10000^(-i/(half-1)), positions
+    from 1, sin then cos). float32: the official embedding's recipe, every op in torch float32
+    (fairseq-style SinusoidalPositionalEmbedding). The two differ by rounding only."""
+    import math
+
+    import numpy as np
+
+    from sparsegen.models.stylenat.layers import sinusoidal_code
+
+    half = 64
+    freqs = np.exp(np.arange(half) * (-math.log(10000) / (half - 1)))
+    angles = np.arange(1, 257)[:, None] * freqs[None, :]
+    expected64 = np.concatenate([np.sin(angles), np.cos(angles)], 1).astype(np.float32)
+    np.testing.assert_allclose(sinusoidal_code(256, 2 * half, "float64").numpy(), expected64,
+                               rtol=0, atol=1e-7)
+    emb = torch.exp(torch.arange(half, dtype=torch.float) * -(math.log(10000) / (half - 1)))
+    emb = torch.arange(1, 257, dtype=torch.float).unsqueeze(1) * emb.unsqueeze(0)
+    expected32 = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+    assert torch.equal(sinusoidal_code(256, 2 * half, "float32"), expected32)
+    gap = (sinusoidal_code(256, 128, "float32") - sinusoidal_code(256, 128, "float64")).abs()
+    assert 1e-6 < gap.max() < 1e-4

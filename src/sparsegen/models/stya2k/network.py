@@ -38,11 +38,12 @@ class Decoder(nn.Module):
     """Table 3. F^5: up(F_cs^5) + F_cs^4, conv 512; F^4: conv 256, up; F^3: concat F_cs^3,
     conv 256 x3, conv 128, up; F^2: conv 128, conv 64, up; F^1: conv 64, conv 3 (no activation).
 
-    The official code applies the F^5 conv without a ReLU; Table 3 lists one, which we follow."""
+    Table 3 lists a ReLU after the F^5 conv (the default); the official code's transform applies
+    that conv (`merge_conv`) without one: `f5_relu=False` (`model.f5_relu: false`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, f5_relu: bool = True) -> None:
         super().__init__()
-        self.stage5 = _conv(512, 512)
+        self.stage5 = _conv(512, 512, relu=f5_relu)
         self.stage4 = _conv(512, 256)
         self.stage3 = nn.Sequential(_conv(512, 256), _conv(256, 256), _conv(256, 256),
                                     _conv(256, 128))
@@ -136,7 +137,7 @@ def build_network(settings: dict[str, Any]) -> StyA2KNet:
                                settings["paths"]["weights"])
     transform = nn.ModuleDict({layer: build_transform(model, layer, CHANNELS)
                                for layer in TRANSFER_LAYERS})
-    decoder = Decoder()
+    decoder = Decoder(model.get("f5_relu", True))
     gen = torch.Generator().manual_seed(int(settings["seed"]))
     init_weights(transform, gen)
     init_weights(decoder, gen)

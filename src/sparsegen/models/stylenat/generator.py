@@ -89,7 +89,8 @@ class Level(nn.Module):
             StyleBlock(dim, model["style_dim"], model["mlp_ratio"], build_attention(model, res))
             for _ in range(BLOCKS_PER_LEVEL))
         last = res == model["resolution"]
-        self.upsample = None if last else BilinearUpsample(res, dim, arch.channels(model, 2 * res))
+        self.upsample = None if last else BilinearUpsample(
+            res, dim, arch.channels(model, 2 * res), model.get("position_precision", "float64"))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

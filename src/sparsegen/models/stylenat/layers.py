@@ -102,21 +102,28 @@ class AdaIN(nn.Module):
         return gamma * x_hat + beta
 
 
-def sinusoidal_code(length: int, dim: int) -> torch.Tensor:
+POSITION_PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+
+
+def sinusoidal_code(length: int, dim: int, precision: str = "float64") -> torch.Tensor:
     """[length, dim] code of positions 1..length: sin of the first dim/2 entries, cos of the
-    rest, frequencies 10000^(-i / (dim/2 - 1)) (tensor2tensor form, as StyleSwin's SPE)."""
+    rest, frequencies 10000^(-i / (dim/2 - 1)) (tensor2tensor form, as StyleSwin's SPE),
+    computed in `precision` (the official code: float32; up to 1.3e-5 from float64 at 256²)
+    and returned as float32."""
+    dtype = POSITION_PRECISIONS[precision]
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000) / (half - 1)))
-    angles = torch.arange(1, length + 1, dtype=torch.float64)[:, None] * freqs[None, :]
+    freqs = torch.exp(torch.arange(half, dtype=dtype) * -(math.log(10000) / (half - 1)))
+    angles = torch.arange(1, length + 1, dtype=dtype)[:, None] * freqs[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
-def sinusoidal_grid(height: int, width: int, channels: int) -> torch.Tensor:
+def sinusoidal_grid(height: int, width: int, channels: int, precision: str = "float64"
+                    ) -> torch.Tensor:
     """SPE2d [height, width, channels]: the first half of the channels code the column, the
     second half the row."""
     half = channels // 2
-    x = sinusoidal_code(width, half)[None, :, :].expand(height, width, half)
-    y = sinusoidal_code(height, half)[:, None, :].expand(height, width, half)
+    x = sinusoidal_code(width, half, precision)[None, :, :].expand(height, width, half)
+    y = sinusoidal_code(height, half, precision)[:, None, :].expand(height, width, half)
     return torch.cat([x, y], dim=-1)
 
 
@@ -124,12 +131,13 @@ class BilinearUpsample(nn.Module):
     """Between levels: bilinear x2 -> LayerNorm -> Linear(C -> C_next, no bias) -> + alpha * SPE2d,
     alpha a learned scalar starting at 0. Works on [B, H, W, C] with H = W = `side` (input)."""
 
-    def __init__(self, side: int, dim: int, out_dim: int) -> None:
+    def __init__(self, side: int, dim: int, out_dim: int, precision: str = "float64") -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.reduction = nn.Linear(dim, out_dim, bias=False)
         self.alpha = nn.Parameter(torch.zeros(1))
-        self.register_buffer("position_code", sinusoidal_grid(2 * side, 2 * side, out_dim),
+        self.register_buffer("position_code",
+                             sinusoidal_grid(2 * side, 2 * side, out_dim, precision),
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
