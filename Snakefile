@@ -29,6 +29,7 @@ if _dvc_preset is not None and _dvc_preset != config["preset"]:
 include: "pipeline/rules/common.smk"
 include: "pipeline/rules/data.smk"
 include: "pipeline/rules/train.smk"
+include: "pipeline/rules/convert.smk"
 include: "pipeline/rules/sample.smk"
 include: "pipeline/rules/evaluate.smk"
 include: "pipeline/rules/tables.smk"

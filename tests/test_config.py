@@ -47,7 +47,7 @@ def test_bad_nested_value_names_full_key_path(params: dict[str, Any]) -> None:
 def test_unknown_key_is_an_error_with_allowed_keys(params: dict[str, Any]) -> None:
     msg = _invalid(params, lambda p: p["stya2k"]["variants"]["full"].update(modle={}))
     assert "stya2k.variants.full: unknown key(s) 'modle'" in msg
-    assert "allowed keys: loss, model, train" in msg
+    assert "allowed keys: loss, model, released, train" in msg
 
 
 def test_smoke_block_may_only_change_sizes_lengths_and_data(params: dict[str, Any]) -> None:
@@ -142,3 +142,47 @@ def test_the_smoke_showcase_is_its_variant_trained_longer(params: dict[str, Any]
     assert {"stya2k.variants.full", f"stya2k.smoke.{SHOWCASE}"} <= set(keys)
     msg = _invalid(params, lambda p: p["stya2k"]["smoke"][SHOWCASE].update(of="nope"))
     assert "stya2k.smoke.showcase.of: no variant 'nope'" in msg
+
+
+def test_released_variants_name_manifest_entries_and_train_nothing(params: dict[str, Any]
+                                                                   ) -> None:
+    msg = _invalid(params, lambda p: p["stylenat"]["variants"]["released_ffhq256"].update(
+        released=["stylenat_ffhq512"]))
+    assert "stylenat.variants.released_ffhq256.released: 'stylenat_ffhq512' is not in the " \
+           "weights manifest" in msg
+    from sparsegen.config import _released_problems  # papers whose schema allows stages
+
+    assert _released_problems("toy.variants.r", {"released": ["stylenat_ffhq256"],
+                                                 "uses": {"codes": "tok"}, "stage": "two"}) == [
+        "toy.variants.r.uses: a released variant is not trained (remove `uses`)",
+        "toy.variants.r.stage: a released variant is not trained (remove `stage`)"]
+    msg = _invalid(params, lambda p: p["stylenat"]["smoke"]["showcase"].update(
+        of="released_ffhq256"))
+    assert "stylenat.smoke.showcase.of: 'released_ffhq256' is a released variant" in msg
+
+
+def test_released_variants_have_a_convert_job_and_no_training(params: dict[str, Any]) -> None:
+    from sparsegen.layout import Layout
+
+    for preset in ("smoke", "paper"):
+        lay = Layout({**params, "preset": preset})
+        assert lay.released("stylenat") == ["released_ffhq256", "released_ffhq1024"]
+        assert lay.released("stya2k") == ["released"]
+        assert "released_ffhq256" not in lay.variants("stylenat")
+        assert "released_ffhq256" in lay.evaluated("stylenat")
+        inputs = lay.sample_inputs("stylenat", "released_ffhq256")
+        assert inputs["checkpoint"].endswith("/released_ffhq256/converted.pt")
+        assert "kept" not in inputs
+        settings = lay.job_settings("stylenat", "released_ffhq256", "convert")
+        assert settings["released"] == ["stylenat_ffhq256"]
+        assert settings["model"]["position_precision"] == "float32"
+        assert "train" not in settings and "loss" not in settings
+        # no file fetched here: a stand-in, and nothing is an input (nothing downloads)
+        assert settings["released_state"] == {"stylenat_ffhq256": "stand-in"}
+        assert lay.convert_inputs("stylenat", "released_ffhq256")["released"] == []
+    paper = Layout({**params, "preset": "paper", "weights": "pretrained"})
+    assert paper.convert_inputs("stya2k", "released")["released"] == [
+        f"{params['paths']['weights']}/latest_net_{m}.pth" for m in ("A2K", "transform",
+                                                                      "decoder")]
+    assert paper.job_settings("stylenat", "released_ffhq1024", "convert")["released_state"] \
+        == {"stylenat_ffhq1024": "missing"}

@@ -117,3 +117,37 @@ def test_jobs_see_a_weights_file_appear(tmp_path: Path, fake_spec: weights.Weigh
     assert lay.weights_state("stya2k", "full", "train") == {"vgg19_normalised": fake_spec.sha256}
     assert set(lay.weights_state("stya2k", "full", "evaluate")) == {"vgg19_normalised",
                                                                    "alexnet_torchvision"}
+
+
+def test_released_entries_pin_their_hash_at_first_fetch(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The authors' checkpoints publish no hash: the first fetch records one beside the file,
+    and a file that changes afterwards is refused, naming both hashes."""
+    source = tmp_path / "upstream" / "FFHQ256_940k_flip.pt"
+    source.parent.mkdir()
+    torch.save({"g_ema": {"w": torch.ones(3)}}, source)
+    spec = dataclasses.replace(weights.MANIFEST["stylenat_ffhq256"], url=source.as_uri())
+    assert spec.sha256 is None and spec.size is None
+    monkeypatch.setitem(weights.MANIFEST, "stylenat_ffhq256", spec)
+    dest = tmp_path / "weights"
+    path = weights.fetch("stylenat_ffhq256", dest)
+    record = (dest / "FFHQ256_940k_flip.pt.fetched.json")
+    pinned = sha256_file(source)
+    assert record.is_file() and pinned in record.read_text() and source.as_uri() in \
+        record.read_text()
+    assert weights.verify(spec, path) == pinned
+    torch.save({"g_ema": {"w": torch.zeros(3)}}, path)  # replaced later by another file
+    with pytest.raises(weights.WeightsError, match="differs from the one recorded when it was "
+                                                    "fetched"):
+        weights.verify(spec, path)
+
+
+def test_released_manifest_entries_name_the_official_files() -> None:
+    m = weights.MANIFEST
+    assert m["stylenat_ffhq256"].url.endswith("/stylenat/checkpoints/FFHQ256_940k_flip.pt")
+    assert m["stylenat_ffhq1024"].filename == "FFHQ1024_700k.pt"
+    for module in ("A2K", "transform", "decoder"):
+        spec = m[f"stya2k_{module.lower()}"]
+        assert spec.url == ("https://raw.githubusercontent.com/LearningHx/StyA2K/"
+                            f"{weights.STYA2K_COMMIT}/checkpoints/A2K/latest_net_{module}.pth")
+    assert m["stya2k_a2k"].size == 2_111_249

@@ -5,7 +5,6 @@ import json
 import re
 from pathlib import Path
 
-from sparsegen import config as sg
 from sparsegen.layout import Layout
 from sparsegen.weights import MANIFEST as WEIGHTS_MANIFEST
 
@@ -37,12 +36,9 @@ def dataset_settings(wildcards):
 
 
 def job_settings(wildcards, unit):
-    """The settings a job receives, which weights its networks load (file or random) and the
-    fingerprint of the code it runs (a code edit changes the params: Snakemake reruns it)."""
-    settings = sg.unit_settings(config, wildcards.paper, wildcards.variant, unit)
-    settings["weights_state"] = L.weights_state(wildcards.paper, wildcards.variant, unit)
-    settings["code"] = L.code_fingerprint(wildcards.paper, unit)
-    return as_json(settings)
+    """The settings a job receives (sparsegen.layout.Layout.job_settings): its unit's settings,
+    what its weights resolve to, the fingerprint of the code it runs."""
+    return as_json(L.job_settings(wildcards.paper, wildcards.variant, unit))
 
 
 def train_settings(wildcards):
@@ -51,6 +47,10 @@ def train_settings(wildcards):
 
 def evaluate_settings(wildcards):
     return job_settings(wildcards, "evaluate")
+
+
+def convert_settings(wildcards):
+    return job_settings(wildcards, "convert")
 
 
 def raw_dir(wildcards):
@@ -72,6 +72,10 @@ def weight_name(wildcards):
 
 def train_inputs(wildcards):
     return L.train_inputs(wildcards.paper, wildcards.variant)
+
+
+def convert_inputs(wildcards):
+    return L.convert_inputs(wildcards.paper, wildcards.variant)
 
 
 def sample_inputs(wildcards):

@@ -6,6 +6,9 @@ structure is checked against pipeline/schemas/claims.schema.yaml (errors name th
 key path), then what a schema cannot express: references between ids, every row x column
 present, values with no more than the printed decimals.
 
+A row may be one the paper does not print (`released_of`): the model of a printed row from the
+authors' released weights through our protocol, beside that row's printed values.
+
 A table has measured columns (a metric record per row's variant), difference columns (this
 row's value minus the previous row's, as ablation tables print them) and setting columns (a
 configuration printed beside the numbers, e.g. a variant's head count). A cell may name its own
@@ -66,6 +69,7 @@ class Row:
     variant: str | None
     not_reproduced: str | None
     group: str | None = None           # the paper's row group (e.g. "Convolutions")
+    released_of: str | None = None     # not printed: that row's model from the authors' weights
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,13 @@ def _table(path: Path, tid: str, obj: dict[str, Any]) -> Table:
     for rid, r in obj["rows"].items():
         _source(path, f"{key}.rows.{rid}", r["variant"], r.get("not_reproduced"))
         rows[rid] = Row(id=rid, label=r["label"], variant=r["variant"],
-                        not_reproduced=r.get("not_reproduced"), group=r.get("group"))
+                        not_reproduced=r.get("not_reproduced"), group=r.get("group"),
+                        released_of=r.get("released_of"))
+    for rid, row in rows.items():
+        of = row.released_of
+        if of is not None and (of not in rows or rows[of].released_of is not None):
+            raise _fail(path, f"{key}.rows.{rid}.released_of", f"{of!r} is not a printed row of "
+                                                               "this table")
     columns = {cid: _column(path, f"{key}.columns.{cid}", cid, c, set(rows))
                for cid, c in obj["columns"].items()}
     for cid, col in columns.items():
@@ -198,6 +208,10 @@ def _table(path: Path, tid: str, obj: dict[str, Any]) -> Table:
                 raise _fail(path, f"{rkey}.{cid}", f"{value!r} has more than the column's "
                                                    f"{col.decimals} printed decimals")
             cells[rid][cid] = None if value is None else float(value)
+    for rid, row in rows.items():
+        if row.released_of is not None and cells[rid] != cells[row.released_of]:
+            raise _fail(path, f"{key}.cells.{rid}", "a released row repeats the printed values "
+                                                    f"of row {row.released_of!r}")
     return Table(id=tid, caption=obj["caption"], layout=obj["layout"], protocol=dict(p),
                  columns=columns, rows=rows, cells=cells, sources=sources,
                  entry=obj.get("entry"), recipe=dict(obj.get("recipe", {})))

@@ -57,14 +57,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_settings(args: argparse.Namespace) -> int:
     """The settings JSON a rule passes to the job: unit settings, weights, code fingerprint."""
-    from sparsegen.config import load_params, unit_settings
+    from sparsegen.config import load_params
     from sparsegen.layout import Layout
 
     params = load_params(args.params, overrides={"preset": args.preset} if args.preset else None)
-    lay = Layout(params)
-    settings = unit_settings(params, args.paper, args.variant, args.unit)
-    settings["weights_state"] = lay.weights_state(args.paper, args.variant, args.unit)
-    settings["code"] = lay.code_fingerprint(args.paper, args.unit)
+    settings = Layout(params).job_settings(args.paper, args.variant, args.unit)
     print(json.dumps(settings, sort_keys=True, separators=(",", ":")))
     return 0
 
@@ -132,6 +129,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_TIME_LIMIT
     if not outcome and world.is_main:
         print(f"stopped after step {outcome.step}; rerun the same command to resume")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from sparsegen import papers
+    from sparsegen.config import ParamsError
+
+    s, device = _job(args)
+    if not s.get("released"):
+        raise ParamsError(f"--settings: {s['paper']} variant {s['variant']!r} is not a released "
+                          "variant (its params entry has no `released:` list)")
+    papers.get(s["paper"]).convert(s, Path(args.out), device)
+    print(f"converted {', '.join(s['released'])} -> {args.out}")
     return 0
 
 
@@ -235,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
               "print the settings JSON a job of (paper, variant) receives (e.g. for torchrun)")
     sp.add_argument("paper", choices=_paper_names(), help="a registered paper")
     sp.add_argument("variant", help="a variant of <paper>.variants in params.yaml")
-    sp.add_argument("--unit", choices=("train", "evaluate"), default="train",
-                    help="train (the train job) or evaluate (the sample and evaluate jobs)")
+    sp.add_argument("--unit", choices=("train", "convert", "evaluate"), default="train",
+                    help="train (the train job), convert (a released variant's convert job) or "
+                         "evaluate (the sample and evaluate jobs)")
     sp.add_argument("--params", default="params.yaml", help="the params file")
     sp.add_argument("--preset", choices=("smoke", "paper"), default=None,
                     help="override params.yaml's preset")
@@ -279,10 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stop-margin-min", type=float, default=0.0,
                     help="minutes before the time limit to stop (default 0)")
 
+    sp = step(sub, "convert", cmd_convert, "convert the authors' released weights of a released "
+              "variant into our checkpoint format", True)
+    sp.add_argument("--out", required=True, help="converted.pt to write")
+
     sp = step(sub, "sample", cmd_sample, "generate the evaluation samples of a checkpoint", True)
     sp.add_argument("--checkpoint", required=True,
                     help="the variant's final.pt (its kept/ folder beside it holds the kept "
-                         "checkpoints)")
+                         "checkpoints) or a released variant's converted.pt")
     sp.add_argument("--out", required=True, help="the samples folder to write")
 
     sp = step(sub, "evaluate", cmd_evaluate, "compute the paper's metrics on samples", True)
@@ -337,13 +352,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from sparsegen.download import DownloadError
     from sparsegen.io import ImageReadError
     from sparsegen.papers import RegistryError
+    from sparsegen.released import ConversionError
     from sparsegen.train.checkpoint import CheckpointError
     from sparsegen.train.seeding import DeviceError
     from sparsegen.weights import WeightsError
 
     return (ParamsError, ManifestError, DatasetUnavailable, DownloadError, ImageReadError,
             WeightsError, ClaimsError, RegistryError, CheckpointError, DeviceError,
-            FileNotFoundError)
+            ConversionError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,8 +34,9 @@ GLOBAL_KEYS = ("preset", "weights", "device", "seed", "deterministic", "paths")
 # The smoke preset's showcase: a paper's headline variant trained longer at the smoke sizes
 # (`<paper>.smoke.showcase`), a run of its own that no paper table shows.
 SHOWCASE = "showcase"
-# Keys of a variant entry that link it to other variants rather than override settings.
-LINK_KEYS = ("stage", "uses")
+# Keys of a variant entry that link it to other variants (or to the authors' released weights,
+# `released`) rather than override settings.
+LINK_KEYS = ("stage", "uses", "released")
 
 
 class ParamsError(ValueError):
@@ -210,8 +211,12 @@ def _link_problems(params: Mapping[str, Any]) -> list[str]:
         if showcase and showcase["of"] not in variants:
             problems.append(f"{name}.smoke.{SHOWCASE}.of: no variant {showcase['of']!r} "
                             f"(defined: {', '.join(variants)})")
+        if showcase and variants.get(showcase["of"], {}).get("released"):
+            problems.append(f"{name}.smoke.{SHOWCASE}.of: {showcase['of']!r} is a released "
+                            "variant (nothing to train longer)")
         for variant, entry in variants.items():
             key = f"{name}.variants.{variant}"
+            problems += _released_problems(key, entry)
             try:
                 stage = papers.stage_of(paper, entry).name
             except papers.RegistryError:
@@ -229,6 +234,25 @@ def _link_problems(params: Mapping[str, Any]) -> list[str]:
                                     f"{up_stage!r}, which does not come before {stage!r} "
                                     f"(stages in order: {', '.join(order)})")
     return problems
+
+
+def _released_problems(key: str, entry: Mapping[str, Any]) -> list[str]:
+    """A released variant names manifest entries and trains nothing (no stage, no uses)."""
+    from sparsegen.weights import MANIFEST
+
+    if "released" not in entry:
+        return []
+    problems = [f"{key}.released: {n!r} is not in the weights manifest (sparsegen.weights; "
+                f"has: {', '.join(sorted(MANIFEST))})" for n in entry["released"]
+                if n not in MANIFEST]
+    problems += [f"{key}.{link}: a released variant is not trained (remove `{link}`)"
+                 for link in ("uses", "stage") if link in entry]
+    return problems
+
+
+def is_released(params: Mapping[str, Any], paper: str, variant: str) -> bool:
+    """Whether (paper, variant) samples the authors' released weights instead of training."""
+    return bool(variant_entries(params, paper)[variant].get("released"))
 
 
 def _settings_problems(params: Mapping[str, Any], s: Mapping[str, Any]) -> list[str]:
@@ -297,6 +321,8 @@ def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = T
     settings.update({k: copy.deepcopy(params[k]) for k in GLOBAL_KEYS})
     settings.update(paper=paper, variant=variant,
                     stage=entry.get("stage", papers.get(paper).stages[0].name))
+    if entry.get("released"):
+        settings["released"] = list(entry["released"])
     if entry.get("uses"):
         from sparsegen.layout import Layout
 
@@ -319,6 +345,7 @@ def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = T
 # stage params (what invalidates a stage), so the two cannot disagree.
 UNIT_SECTIONS = {
     "train": ("experiment", "data", "model", "loss", "train"),
+    "convert": ("experiment", "data", "model"),  # a released variant's stand-in for `train`
     "evaluate": ("experiment", "data", "eval"),
 }
 UNIT_GLOBALS = ("preset", "weights", "device", "seed", "deterministic")
@@ -329,7 +356,7 @@ def unit_settings(params: Mapping[str, Any], paper: str, variant: str, unit: str
     """The settings a `unit` job of (paper, variant) receives: only what that unit reads."""
     full = resolve(params, paper, variant)
     keep = (*UNIT_SECTIONS[unit], *UNIT_GLOBALS, "paths", "datasets", "paper", "variant",
-            "stage", "uses")
+            "stage", "uses", "released")
     return {k: full[k] for k in keep if k in full}
 
 
@@ -344,7 +371,7 @@ def unit_param_keys(params: Mapping[str, Any], paper: str, variant: str, unit: s
     shown = smoke[SHOWCASE]["of"] if variant == SHOWCASE else variant
     keys = list(UNIT_GLOBALS)
     keys += [f"{paper}.{section}" for section in UNIT_SECTIONS[unit] if section in block]
-    if unit == "train":
+    if unit in ("train", "convert"):
         keys.append(f"{paper}.variants.{shown}")
     if smoke:
         keys += [f"{paper}.smoke.{section}" for section in UNIT_SECTIONS[unit] if section in smoke]

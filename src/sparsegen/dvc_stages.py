@@ -23,7 +23,7 @@ import yaml
 from sparsegen import papers
 from sparsegen.config import datasets_in_use, unit_param_keys
 from sparsegen.io import write_text
-from sparsegen.layout import FINAL, KEPT, METRICS, SAMPLES, TRAIN_LOG, Layout, flatten
+from sparsegen.layout import CONVERTED, FINAL, KEPT, METRICS, SAMPLES, TRAIN_LOG, Layout, flatten
 from sparsegen.weights import MANIFEST
 
 HEADER = (
@@ -32,6 +32,7 @@ HEADER = (
 )
 CODE = "src/sparsegen"
 DATA_CODE = [f"{CODE}/data", f"{CODE}/download.py"]
+MANIFEST_BY_FILE = {spec.filename: name for name, spec in MANIFEST.items()}
 
 
 def _cmd(preset: str, targets: list[str]) -> str:
@@ -62,8 +63,11 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         }
 
     pretrained = params["weights"] == "pretrained"  # only then are weight files job inputs
-    needed = {n for paper in params["papers"] for v in lay.variants(paper)
+    needed = {n for paper in params["papers"] for v in lay.evaluated(paper)
               for n in lay.networks(paper, v, "evaluate")} if pretrained else set()
+    needed |= {MANIFEST_BY_FILE[Path(f).name] for paper in params["papers"]
+               for v in lay.released(paper) for f in lay.released_files(paper, v)
+               } if pretrained else set()
     for wname in sorted(needed):
         path = lay.weights_file(MANIFEST[wname].filename)
         out[f"weights-{wname}"] = {
@@ -80,6 +84,15 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 "deps": [*flatten(lay.train_inputs(paper, variant)), *lay.code(paper, "train")],
                 "params": unit_param_keys(params, paper, variant, "train"),
                 "outs": train_outs,
+            }
+        for variant in lay.released(paper):
+            converted = lay.run(paper, variant, CONVERTED)
+            out[f"convert-{paper}-{variant}"] = {
+                "cmd": _cmd(preset, [converted]),
+                "deps": [*flatten(lay.convert_inputs(paper, variant)),
+                         *lay.code(paper, "convert")],
+                "params": unit_param_keys(params, paper, variant, "train"),
+                "outs": [converted],
             }
         for variant in lay.evaluated(paper):
             samples = lay.run(paper, variant, SAMPLES)

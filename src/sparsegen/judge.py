@@ -13,7 +13,9 @@ Facts it reads (a key that a record does not state is not judged):
   n_real, inception_size), each against the protocol key of the same name;
 - `training`: processes, global_batch, iterations (done), checkpoint (`final`/`best`) and its
   step, networks (name -> weights sha256 or random-init) and `code` (every code fingerprint
-  the run trained under: more than one is a mixed lineage);
+  the run trained under: more than one is a mixed lineage); or, for the authors' released
+  weights (`released`), their sources: the files (the authors' recipe is the paper's, so no
+  recipe check) or a stand-in in the official layout (never comparable);
 - the record's `extractor_weights` (random-init feature extractors) and `device` (for
   hardware-bound columns).
 """
@@ -82,6 +84,21 @@ def _training_reasons(training: Mapping[str, Any], recipe: Mapping[str, Any]) ->
     return reasons
 
 
+def _released_reasons(training: Mapping[str, Any]) -> list[str]:
+    stand_ins = sorted(n for n, src in training["released"]["sources"].items()
+                       if src["kind"] != "file")
+    reasons = []
+    if stand_ins:
+        reasons.append(f"not the authors' weights: a seeded stand-in in their layout "
+                       f"({', '.join(stand_ins)} not used; the paper preset with the fetched "
+                       "file converts them)")
+    random = sorted(n for n, sha in training.get("networks", {}).items() if sha == RANDOM_INIT)
+    if random:
+        reasons.append(f"the model runs randomly initialised {', '.join(random)} (pretrained "
+                       "file not used)")
+    return reasons
+
+
 def reasons(record: ResultRecord, protocol: Mapping[str, Any], recipe: Mapping[str, Any],
             hardware_bound: str | None = None) -> list[str]:
     """Why `record` does not compare with a number measured under `protocol` by a model trained
@@ -95,7 +112,9 @@ def reasons(record: ResultRecord, protocol: Mapping[str, Any], recipe: Mapping[s
     if record.extractor_weights and record.extractor_weights["sha256"] == RANDOM_INIT:
         found.append(f"feature extractor {record.extractor_weights['name']} is randomly "
                      "initialised (pretrained file not used)")
-    if "training" in facts:
+    if "training" in facts and "released" in facts["training"]:
+        found += _released_reasons(facts["training"])
+    elif "training" in facts:
         found += _training_reasons(facts["training"], recipe)
     if hardware_bound:
         found.append(f"{hardware_bound}; measured on {record.device}")

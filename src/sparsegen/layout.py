@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from sparsegen import papers
+from sparsegen.weights import MANIFEST
 
 # Files of a variant's run folder that its jobs write.
 FINAL = "final.pt"            # train: the trained modules
+CONVERTED = "converted.pt"    # convert: a released variant's modules, from the authors' weights
 TRAIN_LOG = "train_log.csv"   # train: losses per logged step
 KEPT = "kept"                 # train: checkpoints kept for selection (index.json + files)
 SAMPLES = "samples"           # sample: what the paper's metrics read
@@ -100,7 +102,19 @@ class Layout:
         """Every trained variant (with the smoke preset's showcase)."""
         from sparsegen.config import variant_entries
 
-        return list(variant_entries(self.params, paper))
+        return [v for v, entry in variant_entries(self.params, paper).items()
+                if not entry.get("released")]
+
+    def released(self, paper: str) -> list[str]:
+        """Sample-only variants of the authors' released weights (a convert job, no training)."""
+        from sparsegen.config import variant_entries
+
+        return [v for v, entry in variant_entries(self.params, paper).items()
+                if entry.get("released")]
+
+    def checkpoint(self, paper: str, variant: str) -> str:
+        """What a variant's sample job loads: its trained final.pt or its converted.pt."""
+        return self.run(paper, variant, CONVERTED if variant in self.released(paper) else FINAL)
 
     def evaluated(self, paper: str) -> list[str]:
         """Variants whose stage is sampled and scored (all, unless a stage only feeds another)."""
@@ -130,8 +144,6 @@ class Layout:
 
     def pretrained(self, names: Iterable[str]) -> list[str]:
         """Weight files as inputs, only under `weights: pretrained` (auto never fetches)."""
-        from sparsegen.weights import MANIFEST
-
         if self.params["weights"] != "pretrained":
             return []
         return [self.weights_file(MANIFEST[n].filename) for n in names]
@@ -168,9 +180,35 @@ class Layout:
         return {**self.variant_data(paper, variant), **self.upstream(paper, variant),
                 "weights": self.pretrained(self.networks(paper, variant, "train"))}
 
+    def released_files(self, paper: str, variant: str) -> list[str]:
+        """The authors' files a convert job reads, as inputs (`sparsegen.released`): under the
+        paper preset, all with `weights: pretrained` (the weights rule fetches them), those
+        present with `auto`; none where it converts a stand-in."""
+        from sparsegen.config import variant_entries
+
+        mode = self.params["weights"]
+        if self.preset != "paper" or mode == "random":
+            return []
+        files = [self.weights_file(MANIFEST[n].filename)
+                 for n in variant_entries(self.params, paper)[variant]["released"]]
+        return files if mode == "pretrained" else [f for f in files if Path(f).exists()]
+
+    def release_state(self, paper: str, variant: str) -> dict[str, str]:
+        """Manifest name -> sha256 of the file a convert job reads, or `stand-in`."""
+        from sparsegen.config import resolve
+        from sparsegen.released import release_state
+
+        settings = resolve(self.params, paper, variant, check=False)
+        return {n: release_state(settings, n) for n in settings["released"]}
+
+    def convert_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
+        return {"released": self.released_files(paper, variant),
+                "weights": self.pretrained(self.networks(paper, variant, "train"))}
+
     def sample_inputs(self, paper: str, variant: str) -> dict[str, str | list[str]]:
-        return {"checkpoint": self.run(paper, variant, FINAL),
-                "kept": self.run(paper, variant, KEPT),
+        trained = {"kept": self.run(paper, variant, KEPT)} if variant in self.variants(paper) \
+            else {}
+        return {"checkpoint": self.checkpoint(paper, variant), **trained,
                 **self.variant_data(paper, variant), **self.upstream(paper, variant),
                 "weights": self.pretrained(self.networks(paper, variant, "evaluate"))}
 
@@ -205,6 +243,21 @@ class Layout:
 
     def code(self, paper: str | None, unit: str) -> list[str]:
         return papers.unit_code(paper, unit)
+
+    def job_settings(self, paper: str, variant: str, unit: str) -> dict[str, Any]:
+        """The settings a job of `unit` receives (what its Snakemake params carry): the unit's
+        settings, what its networks load (file sha256 or random-init), for `convert` what the
+        released weights resolve to, and the fingerprint of the code it runs (a code edit
+        changes the params: Snakemake reruns it)."""
+        from sparsegen.config import unit_settings
+
+        settings = unit_settings(self.params, paper, variant, unit)
+        settings["weights_state"] = self.weights_state(
+            paper, variant, "train" if unit == "convert" else unit)
+        if unit == "convert":
+            settings["released_state"] = self.release_state(paper, variant)
+        settings["code"] = self.code_fingerprint(paper, unit)
+        return settings
 
     def code_fingerprint(self, paper: str | None, unit: str) -> str:
         from sparsegen.provenance import code_fingerprint

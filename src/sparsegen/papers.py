@@ -78,6 +78,10 @@ class Paper(Protocol):
                  ) -> list[ResultRecord]:
         """Metric records (facts, no verdicts) of a variant's samples."""
 
+    def convert(self, settings: Settings, out: Path, device: torch.device) -> None:
+        """Write a released variant's checkpoint (converted.pt) from the authors' weights named
+        in `settings["released"]` (`sparsegen.released`)."""
+
     def bench(self, out: Path | None, sizes: Sequence[int] | None, device_name: str) -> Path:
         """Run the paper's GPU benchmark; return the CSV written."""
 
@@ -89,7 +93,8 @@ def _none(settings: Settings) -> list[str]:
 @dataclass(frozen=True)
 class PaperPackage:
     """A `Paper` whose jobs live in modules of one package, imported on first use:
-    `<package>.task.build_task`, `.sampling.sample`, `.evaluation.evaluate`, `.bench.run`."""
+    `<package>.task.build_task`, `.sampling.sample`, `.evaluation.evaluate`, `.bench.run`,
+    `.released.convert`."""
 
     name: str
     title: str
@@ -116,6 +121,9 @@ class PaperPackage:
     def evaluate(self, settings: Settings, samples_dir: Path, device: torch.device
                  ) -> list[ResultRecord]:
         return self.module("evaluation").evaluate(settings, Path(samples_dir), device)
+
+    def convert(self, settings: Settings, out: Path, device: torch.device) -> None:
+        self.module("released").convert(settings, Path(out), device)
 
     def bench(self, out: Path | None, sizes: Sequence[int] | None, device_name: str) -> Path:
         if self.bench_module is None:
@@ -173,11 +181,12 @@ SHARED_CODE: dict[str, tuple[str, ...]] = {
     "train": ("attention", "nets", "train", "data/images.py", "data/manifest.py"),
     "evaluate": ("attention", "nets", "metrics", "train/checkpoint.py", "sampling.py",
                  "timing.py", "data/images.py", "data/manifest.py"),
+    "convert": ("attention", "nets", "train/checkpoint.py", "released.py", "weights.py"),
     "tables": ("claims.py", "judge.py", "tables.py"),
     "figures": ("figures", "notebooks.py"),
     "report": ("report.py",),
 }
-UNITS_WITH_PAPER_CODE = ("train", "evaluate")
+UNITS_WITH_PAPER_CODE = ("train", "convert", "evaluate")
 
 
 def unit_code(paper: str | None, unit: str) -> list[str]:

@@ -6,18 +6,24 @@ goes through `resolve`, which honours the `weights:` setting:
 - ``pretrained``: the verified file must be present, otherwise a clear error says how to get it;
 - ``random``: a seeded random initialisation, results marked non-comparable;
 - ``auto``: the verified file when present, random initialisation otherwise.
+
+Entries without a published sha256 get one pinned at their first fetch (`<file>.fetched.json`
+beside it): a file that changes afterwards fails verification. The authors' released models
+(`stylenat_*`, `stya2k_*`) are loaded by the papers' converters (`sparsegen.released`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sparsegen.download import DownloadError, check_file, download
-from sparsegen.io import atomic_path
+from sparsegen.io import atomic_path, write_json
 
 RANDOM_INIT = "random-init"
+STYA2K_COMMIT = "70b58dfdf6c249a0c621d8b849945272671dce74"  # LearningHx/StyA2K, its one commit
 MODES = ("auto", "pretrained", "random")
 
 
@@ -99,6 +105,40 @@ MANIFEST: dict[str, WeightSpec] = {
             licence="Apache-2.0 (TensorFlow model)",
             used_by=("fid (clean)",),
         ),
+        # The authors' released models (sample-only `released*` variants; converters in the
+        # papers' `released` modules). No published hashes: the first fetch records one.
+        WeightSpec(
+            name="stylenat_ffhq256",
+            filename="FFHQ256_940k_flip.pt",
+            url="https://shi-labs.com/projects/stylenat/checkpoints/FFHQ256_940k_flip.pt",
+            description="StyleNAT authors' FFHQ-256 generator (step 940k, trained with flips; "
+            "keys g, g_ema, args; legacy split-head attention)",
+            licence="MIT (SHI-Labs/StyleNAT)",
+            used_by=("stylenat released_ffhq256",),
+        ),
+        WeightSpec(
+            name="stylenat_ffhq1024",
+            filename="FFHQ1024_700k.pt",
+            url="https://shi-labs.com/projects/stylenat/checkpoints/FFHQ1024_700k.pt",
+            description="StyleNAT authors' FFHQ-1024 generator (step 700k; keys g, g_ema, args; "
+            "legacy split-head attention)",
+            licence="MIT (SHI-Labs/StyleNAT)",
+            used_by=("stylenat released_ffhq1024",),
+        ),
+        *(WeightSpec(
+            name=f"stya2k_{module.lower()}",
+            filename=f"latest_net_{module}.pth",
+            url=f"https://raw.githubusercontent.com/LearningHx/StyA2K/{STYA2K_COMMIT}/"
+            f"checkpoints/A2K/latest_net_{module}.pth",
+            size=size,
+            description=f"StyA2K authors' trained {what} (official checkpoints/A2K, "
+            f"commit {STYA2K_COMMIT[:7]})",
+            licence="none stated (LearningHx/StyA2K has no LICENSE file)",
+            used_by=("stya2k released",),
+        ) for module, what, size in (
+            ("A2K", "relu3_1 A2K module", 2_111_249),
+            ("transform", "relu4_1/relu5_1 A2K modules and F5 conv", None),
+            ("decoder", "decoder", None))),
     )
 }
 
@@ -114,6 +154,20 @@ def get_spec(name: str) -> WeightSpec:
 
 def _hash_cache(path: Path) -> Path:
     return path.with_name(path.name + ".sha256.json")
+
+
+def _fetch_record(path: Path) -> Path:
+    return path.with_name(path.name + ".fetched.json")
+
+
+def _pinned_sha256(path: Path) -> str | None:
+    """The sha256 recorded when the file was fetched (entries without a published hash)."""
+    record = _fetch_record(path)
+    try:
+        return json.loads(record.read_text())["sha256"] if record.exists() else None
+    except (ValueError, KeyError):
+        raise WeightsError(f"{record}: unreadable fetch record; delete it and {path.name} "
+                           "and fetch again") from None
 
 
 def _cached_sha256(path: Path) -> str | None:
@@ -155,6 +209,11 @@ def verify(spec: WeightSpec, path: Path) -> str:
         except DownloadError as e:
             raise WeightsError(f"{e} ({spec.name}, {spec.url})") from None
         _store_sha256(path, digest)
+    pinned = _pinned_sha256(path) if spec.sha256 is None else None
+    if pinned is not None and digest != pinned:
+        raise WeightsError(f"{path}: sha256 {digest} differs from the one recorded when it was "
+                           f"fetched ({pinned}, {_fetch_record(path).name}); delete both files "
+                           f"and fetch {spec.name} again")
     if spec.sha256 is not None and digest != spec.sha256:
         raise WeightsError(f"{path}: sha256 {digest}, expected {spec.sha256} ({spec.name})")
     if spec.sha256_prefix is not None and not digest.startswith(spec.sha256_prefix):
@@ -218,6 +277,10 @@ def fetch(name: str, dest_dir: str | Path, timeout: float = 60.0) -> Path:
             digest = download(url, dest, timeout=timeout, size=spec.size, sha256=spec.sha256,
                               sha256_prefix=spec.sha256_prefix)
             _store_sha256(dest, digest)
+            if spec.sha256 is None:  # no published hash: pin the first one
+                write_json(_fetch_record(dest), {
+                    "name": spec.name, "url": url, "sha256": digest, "size": dest.stat().st_size,
+                    "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             return dest
         except DownloadError as e:
             errors.append(str(e))

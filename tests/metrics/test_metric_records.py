@@ -105,3 +105,28 @@ def test_metric_call_attaches_source(photos64):
     rec = get("l1")(photos64[:2], photos64[2:4], MetricContext(), source={"paper": "dynast"})
     assert rec.source == {"paper": "dynast"} and rec.metric == "l1"
     assert rec.extractor_weights is None and not judge.reasons(rec, {}, {})
+
+
+def test_the_judge_reads_released_weights_facts():
+    """The authors' files: no recipe check (their recipe is the paper's), comparable when data
+    and extractors are; a stand-in never, with the reason naming it."""
+    import dataclasses
+
+    from sparsegen.train.checkpoint import training_facts
+
+    recipe = {"global_batch": 64, "iterations": 1_000_000, "checkpoint": "best"}
+
+    def released(kind: str) -> ResultRecord:
+        ckpt = {"step": 940000, "settings": {"weights_state": {}},
+                "extra": {"released": {"sources": {"stylenat_ffhq256": {
+                    "kind": kind, "sha256": "cd" * 32, "url": "https://x"}},
+                    "stand_in": kind != "file", "step": 940000}}}
+        facts = {"preset": "paper", "training": training_facts(ckpt)}
+        return dataclasses.replace(_record(), facts=facts)
+
+    assert judge.reasons(released("file"), {"data": "FFHQ"}, recipe) == []
+    why = judge.reasons(released("stand-in"), {"data": "FFHQ"}, recipe)
+    assert len(why) == 1 and "stand-in" in why[0] and "stylenat_ffhq256" in why[0]
+    trained = dataclasses.replace(_record(), facts={"preset": "paper", "training": training_facts(
+        {"step": 10, "settings": {"train": {"batch_size": 8, "iterations": 10}}})})
+    assert any("global batch 8" in r for r in judge.reasons(trained, {"data": "FFHQ"}, recipe))

@@ -126,8 +126,9 @@ def throughput(generator: torch.nn.Module, style_dim: int, device: torch.device,
 
 def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: torch.device
            ) -> None:
-    """Write images/, grid.png, sampling.json and throughput.json for one trained variant:
-    from final.pt, or with `eval.checkpoint: best` from the best of its kept checkpoints.
+    """Write images/, grid.png, sampling.json and throughput.json for one variant: from final.pt,
+    with `eval.checkpoint: best` from the best of its kept checkpoints, or from a released
+    variant's converted.pt.
 
     The folder appears only when complete (written beside it, then renamed)."""
     from sparsegen.models.stylenat.selection import best_checkpoint
@@ -135,7 +136,8 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
     ev = settings["eval"]
     n, seed = int(ev["n_samples"]), int(ev["sample_seed"])
     selection = None
-    if ev.get("checkpoint", "final") == "best":
+    # A released variant's converted.pt is the authors' own pick (e.g. step 940k): no kept/.
+    if ev.get("checkpoint", "final") == "best" and not settings.get("released"):
         checkpoint, selection = best_checkpoint(settings, Path(checkpoint), Path(out_dir),
                                                 device)
     generator, ckpt = load_generator_checkpoint(checkpoint, device)
