@@ -170,7 +170,7 @@ def cmd_tabulate(args: argparse.Namespace) -> int:
     from sparsegen.tables import tabulate
 
     for path in tabulate(Path(args.claims), Path(args.runs_dir), Path(args.out_dir),
-                         args.preset, git_commit()):
+                         args.preset, git_commit(), available_only=args.available):
         print(path)
     return 0
 
@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "variant)")
     sp.add_argument("--out-dir", required=True, help="where <paper>_table<n>.md/.csv go")
     sp.add_argument("--preset", required=True, help="the preset the runs were made under")
+    sp.add_argument("--available", action="store_true",
+                    help="tabulate the variants evaluated so far; the others' cells say 'not "
+                         "run' (e.g. after only the released variants)")
 
     sp = step(sub, "figures", cmd_figures,
               "execute a paper's notebook to .ipynb and offline .html")

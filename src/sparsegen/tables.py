@@ -78,16 +78,20 @@ def records_by_metric(path: Path, *, paper: str, variant: str, preset: str
     return out
 
 
-def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
-                  ) -> dict[str, dict[str, Cell]]:
-    """Pair each printed cell with the record reproducing it (runs_dir/<variant>/metrics.json)."""
-    records: dict[str, dict[str, ResultRecord]] = {}
+NOT_RUN = "not run yet: no metrics.json for this variant (tabulated with --available)"
 
-    def records_of(variant: str) -> dict[str, ResultRecord]:
+
+def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str,
+                  available_only: bool = False) -> dict[str, dict[str, Cell]]:
+    """Pair each printed cell with the record reproducing it (runs_dir/<variant>/metrics.json).
+    With `available_only`, a variant without metrics.json gives cells marked not run."""
+    records: dict[str, dict[str, ResultRecord] | None] = {}
+
+    def records_of(variant: str) -> dict[str, ResultRecord] | None:
         if variant not in records:
-            records[variant] = records_by_metric(runs_dir / variant / "metrics.json",
-                                                 paper=claims.paper, variant=variant,
-                                                 preset=preset)
+            path = runs_dir / variant / "metrics.json"
+            records[variant] = None if available_only and not path.is_file() else \
+                records_by_metric(path, paper=claims.paper, variant=variant, preset=preset)
         return records[variant]
 
     out: dict[str, dict[str, Cell]] = {}
@@ -109,7 +113,11 @@ def resolve_cells(table: Table, claims: Claims, runs_dir: Path, preset: str
                 out[rid][cid] = Cell(paper=paper, mark=mark, not_reproduced=why_not)
                 continue
             variant = source.variant
-            rec = records_of(variant).get(col.metric)
+            found = records_of(variant)
+            if found is None:
+                out[rid][cid] = Cell(paper=paper, mark=mark, not_reproduced=NOT_RUN)
+                continue
+            rec = found.get(col.metric)
             if rec is None:
                 raise ValueError(f"{runs_dir / variant / 'metrics.json'}: no record for metric "
                                  f"{col.metric!r} (table {table.id}, column {cid!r})")
@@ -370,8 +378,8 @@ def render_csv(table: Table, cells: dict[str, dict[str, Cell]], preset: str, com
     return buf.getvalue()
 
 
-def tabulate(claims_path: Path, runs_dir: Path, out_dir: Path, preset: str, commit: str
-             ) -> list[Path]:
+def tabulate(claims_path: Path, runs_dir: Path, out_dir: Path, preset: str, commit: str,
+             available_only: bool = False) -> list[Path]:
     """Write out_dir/<paper>_table<number>.md and .csv for every claims table; return the paths.
 
     runs_dir is the experiment folder holding one folder per variant, each with metrics.json
@@ -380,7 +388,7 @@ def tabulate(claims_path: Path, runs_dir: Path, out_dir: Path, preset: str, comm
     claims_display = _display_path(claims.path)
     written = []
     for table in claims.tables.values():
-        cells = resolve_cells(table, claims, Path(runs_dir), preset)
+        cells = resolve_cells(table, claims, Path(runs_dir), preset, available_only)
         stem = Path(out_dir) / f"{claims.paper}_table{table.id}"
         md, csv_path = stem.with_suffix(".md"), stem.with_suffix(".csv")
         write_text(md, render_markdown(claims, table, cells, preset, commit, claims_display))

@@ -137,3 +137,23 @@ def test_records_from_another_variant_or_preset_are_refused(tmp_path, write_metr
                   [fakes.make_record("wo_pa", "lpips_alex", preset="paper")])
     with pytest.raises(ValueError, match=r"source\.preset = 'paper', expected 'smoke'"):
         run(tmp_path, runs)
+
+
+def test_available_only_tabulates_the_released_row_alone(tmp_path, write_metrics, fakes):
+    """After only the authors' weights were evaluated, `--available` gives their row beside
+    the printed values and marks every other reproduced cell not run; without it a missing
+    metrics.json is an error naming it."""
+    runs = write_metrics(tmp_path / "runs", comparable=True, variants=("released",))
+    with pytest.raises(FileNotFoundError, match="full/metrics.json"):
+        run(tmp_path, runs)
+    tabulate(CLAIMS, runs, tmp_path / "tables", "smoke", "abc1234", available_only=True)
+    rows = {(r["row"], r["column"]): r for r in read_csv(tmp_path / "tables" /
+                                                         "stya2k_table1.csv")}
+    released = rows[("stya2k_released", "style_loss")]
+    assert released["paper_value"] == rows[("stya2k", "style_loss")]["paper_value"] == "0.96"
+    assert float(released["reproduced_value"]) == fakes.metric_value("released",
+                                                                      "style_loss_stytr2")
+    assert released["comparable"] == "True"
+    assert rows[("stya2k", "style_loss")]["not_reproduced"].startswith("not run yet")
+    md = (tmp_path / "tables" / "stya2k_table1.md").read_text()
+    assert "| StyA2K, authors' weights (our protocol) | `released` | 0.74 |" in md

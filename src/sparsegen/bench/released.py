@@ -7,8 +7,10 @@ It needs no download: the weights are stand-ins in the official layout (same arc
 hence the same cost as the authors' files; converting the real files adds reading them), the
 feature extractors are randomly initialised (same cost), and the real images are procedural
 stand-ins at the paper's size written as prepared datasets first (not timed: preparing FFHQ is
-a cost of the dataset, paid once). Sample counts can be cut (`--n-256`, `--n-1024`); the CSV
-then gives the measured seconds and the seconds projected linearly to the paper's counts.
+a cost of the dataset, paid once). StyleNAT's FID50k is timed at two cut counts (`--n-256`,
+`--n-1024`, e.g. 1000 and 3000): a step's seconds = fixed (compilation, the 510 throughput
+passes, loading) + per image x count, fitted through the two points and projected to the
+paper's 50,000 (`projected_seconds`). StyA2K's 300 stylisations are timed as they are.
 """
 
 from __future__ import annotations
@@ -32,10 +34,16 @@ from sparsegen.io import write_text
 from sparsegen.layout import Layout
 from sparsegen.provenance import device_description, git_commit
 
-FIELDS = ("paper", "variant", "step", "images", "seconds", "paper_images", "projected_seconds",
-          "resolution", "device", "commit", "note")
+FIELDS = ("paper", "variant", "step", "images", "seconds", "paper_images", "fixed_seconds",
+          "seconds_per_image", "projected_seconds", "resolution", "device", "commit", "note")
 NOTE = ("stand-in weights in the official layout (same architecture and cost), random-init "
         "extractors (same cost), procedural real images at the paper's size")
+VARIANTS = {"released": "stya2k", "released_ffhq256": "stylenat",
+            "released_ffhq1024": "stylenat"}
+# A dry run (CPU, to check the script): one timed pass and a few StyA2K pairs.
+DRY_RUN = {"stya2k": {"n_content": 1, "n_style": 2, "timing_warmup": 1, "timing_repeats": 1},
+           "stylenat": {"throughput_warmup": 1, "throughput_repeats": 1}}
+STEPS = ("sample", "evaluate (cold feature cache)", "evaluate (cached real features)")
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -48,78 +56,54 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def bench_params(root: Path, n: dict[str, int]) -> dict[str, Any]:
-    """params.yaml under the paper preset with stand-in real datasets at the paper's sizes and
-    the sample counts cut to `n` (per StyleNAT resolution)."""
+def bench_params(root: Path, n_real: dict[str, int]) -> dict[str, Any]:
+    """params.yaml under the paper preset with stand-in real datasets at the paper's sizes
+    (`n_real` images per StyleNAT resolution), every path under `root`."""
     params = load_params(overrides={"preset": "paper", "weights": "auto"})
     params["paths"] = {k: str(root / k) for k in params["paths"]}
-    stand_ins = {
-        "ffhq256": {"source": "smoke_faces", "size": 256, "n_train": n["256"], "n_test": 0,
-                    "seed": 0},
-        "ffhq1024": {"source": "smoke_faces", "size": 1024, "n_train": n["1024"], "n_test": 0,
-                     "seed": 0},
+    faces = {"source": "smoke_faces", "n_test": 0, "seed": 0}
+    params["datasets"] = {
+        **params["datasets"],
+        "ffhq256": {**faces, "size": 256, "n_train": n_real["256"]},
+        "ffhq1024": {**faces, "size": 1024, "n_train": n_real["1024"]},
         "coco2014_train": {"source": "smoke_content", "size": 512, "n_train": 1, "n_test": 15,
                            "seed": 0},
         "wikiart": {"source": "smoke_style", "size": 512, "n_train": 1, "n_test": 20, "seed": 1},
     }
-    params["datasets"] = {**params["datasets"], **stand_ins}
     return params
 
 
-def run(out: Path, n_256: int, n_1024: int, device_name: str = "cuda") -> Path:
+def _fit(points: list[tuple[int, float]], target: int) -> tuple[float, float, float]:
+    """(fixed, per image, projected) through two (images, seconds) points; one point: all per
+    image."""
+    if len(points) < 2:
+        (n, t), = points
+        return 0.0, t / n, t / n * target
+    (n1, t1), (n2, t2) = points[0], points[-1]
+    per = (t2 - t1) / (n2 - n1)
+    fixed = t1 - per * n1
+    return fixed, per, fixed + per * target
+
+
+def run(out: Path, counts: dict[str, list[int]], variants: list[str],
+        device_name: str = "cuda", dry_run: bool = False) -> Path:
+    """Time each released variant's convert, sample and evaluate steps; write the CSV."""
     from sparsegen.data import sources
 
     device = torch.device(device_name)
-    n = {"256": n_256, "1024": n_1024}
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        params = bench_params(root, n)
+        params = bench_params(Path(tmp), {res: max(n) for res, n in counts.items()})
         lay = Layout(params)
-        for name in ("ffhq256", "ffhq1024", "coco2014_train", "wikiart"):
+        needed = {name for v in variants for name in
+                  lay.job_settings(VARIANTS[v], v, "evaluate")["data"].values()}
+        for name in sorted(needed):
             start = time.perf_counter()
             sources.prepare(name, params["datasets"][name], None, Path(lay.prepared(name)),
                             workers=max(1, torch.get_num_threads()))
             print(f"prepared stand-in {name} in {time.perf_counter() - start:.1f} s", flush=True)
-        for paper, variant in (("stya2k", "released"), ("stylenat", "released_ffhq256"),
-                               ("stylenat", "released_ffhq1024")):
-            spec = papers.get(paper)
-            convert = lay.job_settings(paper, variant, "convert")
-            evaluate = lay.job_settings(paper, variant, "evaluate")
-            if paper == "stylenat":
-                res = str(convert["model"]["resolution"])
-                paper_n = int(evaluate["eval"]["n_samples"])
-                evaluate = deep_merge(evaluate, {"eval": {"n_samples": n[res], "n_real": n[res]}})
-                counts = {"images": n[res], "paper_images": paper_n}
-            else:
-                res = str(evaluate["eval"]["size"])
-                pairs = evaluate["eval"]["n_content"] * evaluate["eval"]["n_style"]
-                counts = {"images": pairs, "paper_images": pairs}
-            converted = Path(lay.checkpoint(paper, variant))
-            samples = Path(lay.run(paper, variant, "samples"))
-            converted.parent.mkdir(parents=True, exist_ok=True)
-            steps = [("convert", partial(spec.convert, convert, converted, device), None),
-                     ("sample", partial(spec.sample, evaluate, converted, samples, device),
-                      counts),
-                     ("evaluate (cold feature cache)",
-                      partial(spec.evaluate, evaluate, samples, device), counts),
-                     ("evaluate (cached real features)",
-                      partial(spec.evaluate, evaluate, samples, device), counts)]
-            for step, fn, scaled in steps:
-                seconds = _timed(fn, device)
-                images = scaled["images"] if scaled else ""
-                paper_images = scaled["paper_images"] if scaled else ""
-                projected = seconds * paper_images / images if scaled else seconds
-                rows.append({"paper": paper, "variant": variant, "step": step,
-                             "images": images, "seconds": round(seconds, 2),
-                             "paper_images": paper_images,
-                             "projected_seconds": round(projected, 1), "resolution": res,
-                             "device": device_description(device), "commit": git_commit(),
-                             "note": NOTE})
-                print(f"{paper} {variant} {step}: {seconds:.1f} s"
-                      + (f" for {images} images (projected {projected:.0f} s for "
-                         f"{paper_images})" if scaled else ""), flush=True)
-            shutil.rmtree(samples, ignore_errors=True)
+        for variant in variants:
+            rows += _bench_variant(lay, VARIANTS[variant], variant, counts, device, dry_run)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -128,14 +112,69 @@ def run(out: Path, n_256: int, n_1024: int, device_name: str = "cuda") -> Path:
     return Path(out)
 
 
+def _bench_variant(lay: Layout, paper: str, variant: str, counts: dict[str, list[int]],
+                   device: torch.device, dry_run: bool) -> list[dict[str, Any]]:
+    spec = papers.get(paper)
+    convert = lay.job_settings(paper, variant, "convert")
+    evaluate = lay.job_settings(paper, variant, "evaluate")
+    if dry_run:
+        evaluate = deep_merge(evaluate, {"eval": DRY_RUN[paper]})
+    if paper == "stylenat":
+        res = str(convert["model"]["resolution"])
+        target = int(evaluate["eval"]["n_samples"])
+        runs = [deep_merge(evaluate, {"eval": {"n_samples": n, "n_real": n}})
+                for n in counts[res]]
+        sizes = counts[res]
+    else:
+        res = str(evaluate["eval"]["size"])
+        target = evaluate["eval"]["n_content"] * evaluate["eval"]["n_style"]
+        runs, sizes = [evaluate], [target]
+    converted = Path(lay.checkpoint(paper, variant))
+    samples = Path(lay.run(paper, variant, "samples"))
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    base = {"paper": paper, "variant": variant, "resolution": res,
+            "device": device_description(device), "commit": git_commit(), "note": NOTE}
+    seconds = _timed(partial(spec.convert, convert, converted, device), device)
+    rows = [{**base, "step": "convert", "seconds": round(seconds, 2),
+             "projected_seconds": round(seconds, 1)}]
+    print(f"{paper} {variant} convert: {seconds:.1f} s", flush=True)
+    measured: dict[str, list[tuple[int, float]]] = {step: [] for step in STEPS}
+    for settings, n in zip(runs, sizes, strict=True):
+        jobs = (partial(spec.sample, settings, converted, samples, device),
+                partial(spec.evaluate, settings, samples, device),
+                partial(spec.evaluate, settings, samples, device))
+        for step, job in zip(STEPS, jobs, strict=True):
+            t = _timed(job, device)
+            measured[step].append((n, t))
+            rows.append({**base, "step": step, "images": n, "seconds": round(t, 2)})
+            print(f"{paper} {variant} {step}: {t:.1f} s for {n} images", flush=True)
+        shutil.rmtree(samples, ignore_errors=True)
+    for step, points in measured.items():
+        fixed, per, projected = _fit(points, target)
+        rows.append({**base, "step": f"{step}: projected", "images": "", "seconds": "",
+                     "paper_images": target, "fixed_seconds": round(fixed, 2),
+                     "seconds_per_image": round(per, 6), "projected_seconds": round(projected, 1)})
+        print(f"{paper} {variant} {step}: {fixed:.1f} s + {per * 1e3:.2f} ms/image -> "
+              f"{projected:.0f} s for {target}", flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/bench/released.csv", help="CSV to write")
-    p.add_argument("--n-256", type=int, default=50000, help="FFHQ-256 samples (and real images)")
-    p.add_argument("--n-1024", type=int, default=50000, help="FFHQ-1024 samples (and real)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                   help="released variants to time (default: all)")
+    p.add_argument("--n-256", type=int, nargs="+", default=[1000, 3000],
+                   help="FFHQ-256 sample (and real) counts timed; two fit fixed + per image")
+    p.add_argument("--n-1024", type=int, nargs="+", default=[50, 150],
+                   help="FFHQ-1024 counts timed")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="one timed pass, two StyA2K pairs: checks the script, times nothing")
     args = p.parse_args()
-    print(f"wrote {run(Path(args.out), args.n_256, args.n_1024, args.device)}")
+    out = run(Path(args.out), {"256": args.n_256, "1024": args.n_1024}, args.variants,
+              args.device, args.dry_run)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
