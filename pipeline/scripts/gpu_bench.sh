@@ -5,8 +5,10 @@
 #
 #   SPARSEGEN_GIT_COMMIT=<full commit of the copy> bash pipeline/scripts/gpu_bench.sh WHAT [OUT]
 #
-# WHAT: stya2k | stylenat (python -m sparsegen bench WHAT, CSV and log into OUT) | tests (pytest
-# -m gpu on tests/gpu and tests/models/test_stylenat_evaluation.py). OUT defaults to
+# WHAT: stya2k | stylenat (python -m sparsegen bench WHAT, CSV and log into OUT) | released (the
+# authors'-weights variants' convert/sample/evaluate cost, python -m sparsegen.bench.released;
+# arguments after OUT go to it, e.g. --variants released_ffhq1024) | tests (pytest -m gpu on
+# tests/gpu and tests/models/test_stylenat_evaluation.py). OUT defaults to
 # results/bench. Wheels of what the image lacks travel in .whl/ (git-ignored; fetch them with
 # `bash pipeline/scripts/gpu_bench.sh wheels` where pip reaches PyPI). natten is not among them:
 # PyPI has only its source distribution; a wheel built from it here (`pip wheel natten==0.21.7`,
@@ -14,12 +16,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-what=${1:?"usage: SPARSEGEN_GIT_COMMIT=<commit> $0 stya2k|stylenat|tests|wheels [OUT]"}
+what=${1:?"usage: SPARSEGEN_GIT_COMMIT=<commit> $0 stya2k|stylenat|released|tests|wheels [OUT]"}
 out=${2:-results/bench}
+extra=("${@:3}")
 
 # Versions as in constraints.txt; the image has attrs and typing-extensions, which they need.
+# clean-fid and lpips (pure Python) score the released variants' samples.
 WHEELS=(jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0
-        rpds-py==2026.9.1)
+        rpds-py==2026.9.1 clean-fid==0.1.35 lpips==0.1.4)
 
 if [[ $what == wheels ]]; then
     platforms=()
@@ -55,12 +59,19 @@ case $what in
         python3 -m sparsegen bench "$what" --out "$out/$what.csv" 2>&1 | tee "$out/$what.log"
         echo "bench $what: $((SECONDS - start)) s" | tee -a "$out/$what.log"
         ;;
+    released)
+        start=$SECONDS
+        name=${RELEASED_CSV:-released}
+        python3 -m sparsegen.bench.released --out "$out/$name.csv" "${extra[@]}" 2>&1 \
+            | tee "$out/$name.log"
+        echo "bench released: $((SECONDS - start)) s" | tee -a "$out/$name.log"
+        ;;
     tests)
         python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu \
             tests/models/test_stylenat_evaluation.py 2>&1 | tee "$out/gpu_tests.log"
         ;;
     *)
-        echo "unknown WHAT: $what (stya2k | stylenat | tests | wheels)" >&2
+        echo "unknown WHAT: $what (stya2k | stylenat | released | tests | wheels)" >&2
         exit 2
         ;;
 esac
