@@ -105,14 +105,16 @@ def reasons(record: ResultRecord, protocol: Mapping[str, Any], recipe: Mapping[s
     with `recipe`; [] when it does. Each reason names the measured and the paper's value."""
     facts = record.facts
     found = []
+    released = "released" in facts.get("training", {})
     if facts.get("preset", "paper") != "paper":
-        found.append(f"preset {facts['preset']}: shortened training of a reduced model")
+        found.append(f"preset {facts['preset']}: a reduced model" if released else
+                     f"preset {facts['preset']}: shortened training of a reduced model")
     found += _data_reasons(facts, protocol)
     found += _eval_reasons(facts, protocol)
     if record.extractor_weights and record.extractor_weights["sha256"] == RANDOM_INIT:
         found.append(f"feature extractor {record.extractor_weights['name']} is randomly "
                      "initialised (pretrained file not used)")
-    if "training" in facts and "released" in facts["training"]:
+    if released:
         found += _released_reasons(facts["training"])
     elif "training" in facts:
         found += _training_reasons(facts["training"], recipe)

@@ -144,7 +144,7 @@ def test_available_only_tabulates_the_released_row_alone(tmp_path, write_metrics
     the printed values and marks every other reproduced cell not run; without it a missing
     metrics.json is an error naming it."""
     runs = write_metrics(tmp_path / "runs", comparable=True, variants=("released",))
-    with pytest.raises(FileNotFoundError, match="full/metrics.json"):
+    with pytest.raises(FileNotFoundError, match=r"full/metrics\.json"):
         run(tmp_path, runs)
     tabulate(CLAIMS, runs, tmp_path / "tables", "smoke", "abc1234", available_only=True)
     rows = {(r["row"], r["column"]): r for r in read_csv(tmp_path / "tables" /
