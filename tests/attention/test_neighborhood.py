@@ -116,6 +116,28 @@ def test_flex_token_layouts_match_torch(h, w, kernel, dilation):
                           atol=1e-5)
 
 
+def test_flex_cuts_the_batch_below_the_cuda_grid_limit(monkeypatch):
+    """batch x d*d sub-grids x heads beyond CUDA's grid y limit (FFHQ-1024: 65,536 at 512^2)
+    goes to Flex in chunks; with a limit of 3 programs (a chunk of one sub-grid for 2 heads)
+    the output and the bias gradient equal the torch backend's."""
+    import sparsegen.attention.neighborhood as na
+
+    calls = []
+    attend = na._flex_attend
+    monkeypatch.setattr(na, "FLEX_MAX_BATCH_HEADS", 3)
+    monkeypatch.setattr(na, "_flex_attend", lambda q, *a: calls.append(q.shape[0]) or
+                        attend(q, *a))
+    q, k, v = _qkv(16, 32, batch=2, dim=4)
+    rpb = _rpb(2, 3).requires_grad_()
+    out = neighborhood_attention(q, k, v, 3, 2, rpb, backend="flex")
+    assert calls == [1] * 8  # 2 images x 4 sub-grids, one per call
+    ref = _rpb(2, 3).requires_grad_()
+    expected = neighborhood_attention(q, k, v, 3, 2, ref, backend="torch")
+    assert torch.allclose(out, expected, atol=1e-5)
+    grad, = torch.autograd.grad(out.sum(), rpb)
+    assert torch.allclose(grad, torch.autograd.grad(expected.sum(), ref)[0], atol=1e-4)
+
+
 @pytest.mark.parametrize(("h", "w", "kernel", "dilation"),
                          [(9, 13, 4, 2), (32, 48, 3, 2), (24, 16, 7, 1)])
 def test_flex_bias_gradient_matches_torch(h, w, kernel, dilation):

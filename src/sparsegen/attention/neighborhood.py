@@ -43,6 +43,7 @@ BACKENDS = ("auto", "torch", "flex", "natten")
 FLEX_BLOCK = 128  # Flex Attention's default tile: block-mask granularity (queries and keys)
 FLEX_TILE = (8, 16)  # a Flex tile of tokens as a 2-D patch (rows, columns)
 FLEX_MIN_DIM = 16  # compiled Flex on CUDA needs head_dim >= 16: smaller heads are zero-padded
+FLEX_MAX_BATCH_HEADS = 65535  # CUDA's grid y limit, where Flex puts batch x heads
 RECOMPILE_LIMIT = 64  # one compiled Flex graph per (shape, kernel) in a generator: 7-9 levels x
 #                       a few batch sizes exceed torch's default of 8
 
@@ -362,8 +363,14 @@ def _flex_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dil
     attend = _compiled(_flex_attend) if q.is_cuda else _flex_attend
     table = None if rpb is None else rpb.flatten(1)
     qs, ks, vs = sequence(q), sequence(k), sequence(v)
-    out = attend(qs, ks, vs, layout.block_mask, layout.grid,
-                 None if table is None else table.detach(), scale)
+    # Flex launches one program per (batch, head) along the CUDA grid's y axis, at most
+    # FLEX_MAX_BATCH_HEADS: large dilations put d*d sub-grids into the batch (FFHQ-1024 at
+    # 512^2, d 64, batch 8, 2 heads: 65,536), so the batch is cut into chunks below it.
+    chunk = max(1, FLEX_MAX_BATCH_HEADS // heads)
+    out = torch.cat([attend(qc, kc, vc, layout.block_mask, layout.grid,
+                            None if table is None else table.detach(), scale)
+                     for qc, kc, vc in zip(qs.split(chunk), ks.split(chunk), vs.split(chunk),
+                                           strict=True)])
     if table is not None and table.requires_grad and torch.is_grad_enabled():
         out = _BiasGradient.apply(out, table, qs.detach(), ks.detach(), vs.detach(), layout,
                                   scale)
