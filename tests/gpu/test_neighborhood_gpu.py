@@ -97,3 +97,16 @@ def test_window_attention_on_cuda_matches_cpu(shift):
     qc, kc, vc, rc = (t.to(CUDA) for t in (q, k, v, rpb))
     out = window_attention(qc, kc, vc, 8, shift, rc)
     assert torch.allclose(out.cpu(), expected, atol=1e-5)
+
+
+@torch.no_grad()
+def test_flex_runs_beyond_the_cuda_grid_limit():
+    """FFHQ-1024's 512^2 level at sampling batch 8: 8 x 64^2 sub-grids (dilation 64) x 2 heads
+    = 65,536 Flex programs, one more than CUDA's grid y limit ('invalid argument' before the
+    batch was cut into chunks). Spot-checked against the torch backend on one image."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(8, 512, 512, 2, 16, generator=gen).to(CUDA) for _ in range(3))
+    rpb = (0.5 * torch.randn(2, 13, 13, generator=gen)).to(CUDA)
+    out = neighborhood_attention(q, k, v, 7, 64, rpb, backend="flex")
+    expected = neighborhood_attention(q[:1], k[:1], v[:1], 7, 64, rpb, backend="torch")
+    torch.testing.assert_close(out[:1], expected, atol=1e-4, rtol=1e-4)
