@@ -65,6 +65,11 @@ def test_smoke_dag_writes_every_result(built: Path) -> None:
             rows = [r for r in csv.DictReader((built / table).open()) if r["reproduced_value"]]
             assert rows and all(r["comparable"] == "False" for r in rows)
             assert all("preset smoke" in r["non_comparable_reasons"] for r in rows)
+    # the authors'-weights row ran the converter on a stand-in, and says so
+    table1 = [r for r in csv.DictReader((built / lay.table("stya2k", "1", "csv")).open())
+              if r["variant"] == "released" and r["reproduced_value"]]
+    assert table1 and all("not the authors' weights" in r["non_comparable_reasons"]
+                          for r in table1)
 
 
 def test_smoke_dag_covers_every_stylenat_variant(built: Path) -> None:
@@ -109,14 +114,17 @@ def test_a_code_edit_reruns_exactly_the_jobs_that_run_that_code(built: Path, sh)
     losses.write_text(original + "\n# an edit\n")
     try:
         status = json.loads(sh(["dvc", "status", "--json"], built).stdout)
-        variants = lay.variants("stya2k")
+        variants, released = lay.variants("stya2k"), lay.released("stya2k")
+        # the paper's package is code of its convert job too (the released variant's)
         assert set(status) == ({f"train-stya2k-{v}" for v in variants}
-                               | {f"evaluate-stya2k-{v}" for v in variants})
+                               | {f"convert-stya2k-{v}" for v in released}
+                               | {f"evaluate-stya2k-{v}" for v in variants + released})
         jobs = _planned(sh(["snakemake", "-n"], built).stdout)
         assert not any("stylenat" in wildcards for _, wildcards in jobs), jobs
         rules = sorted(rule for rule, _ in jobs)
-        assert rules.count("train") == rules.count("sample") == rules.count("evaluate") == len(
-            variants)
+        assert rules.count("train") == len(variants)
+        assert rules.count("convert") == len(released) == 1
+        assert rules.count("sample") == rules.count("evaluate") == len(variants + released)
         assert {"tabulate_stya2k", "figures", "report"} <= set(rules)
         assert "tabulate_stylenat" not in rules
     finally:
@@ -138,7 +146,7 @@ def test_one_variant_change_reruns_only_that_variant(built: Path, sh) -> None:
     assert set(status) == {"train-stya2k-wo_da"}
 
     others = {v: (built / lay.run("stya2k", v, "final.pt")).stat().st_mtime_ns
-              for v in lay.params["stya2k"]["variants"] if v != "wo_da"}
+              for v in lay.variants("stya2k") if v != "wo_da"}
     before = (built / lay.run("stya2k", "wo_da", "final.pt")).read_bytes()
     out = sh(["dvc", "repro"], built).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))

@@ -111,12 +111,14 @@ class BubblePoint:
 
 
 def paper_points(claims_path: Path = CLAIMS) -> list[BubblePoint]:
-    """Table 1 rows that print FID-256, throughput and parameters (Fig. 3's models)."""
+    """Table 1 rows that print FID-256, throughput and parameters (Fig. 3's models; not our
+    rows of the authors' weights, which repeat a printed row)."""
     table = load_claims(claims_path).tables["1"]
     points = []
     for rid, row in table.rows.items():
         cells = table.cells[rid]
-        if None not in (cells["fid_256"], cells["throughput"], cells["params"]):
+        printed = (cells["fid_256"], cells["throughput"], cells["params"])
+        if row.released_of is None and None not in printed:
             points.append(BubblePoint(row.label, cells["throughput"], cells["fid_256"],
                                       cells["params"], measured=False))
     return points
