@@ -130,13 +130,11 @@ def release_state(settings: Mapping[str, Any], name: str) -> str:
     """What released weights `name` resolve to now, without failing: the verified file's
     sha256, `stand-in`, or `missing` (a file `weights: pretrained` still has to fetch). Part of
     the convert job's params: a file that appears or changes reruns it."""
-    spec = get_spec(name)
-    path = Path(settings["paths"]["weights"]) / spec.filename
-    if settings["preset"] != "paper" or settings["weights"] == "random":
-        return STAND_IN
-    if path.exists():
-        return verify(spec, path)
-    return "missing" if settings["weights"] == "pretrained" else STAND_IN
+    try:
+        kind = source_kind(settings, name)
+    except WeightsError:
+        return "missing"
+    return official_file(settings, name)[1] if kind == FILE else STAND_IN
 
 
 def official_file(settings: Mapping[str, Any], name: str) -> tuple[Path, str]:
