@@ -64,25 +64,15 @@ def convert_state(official: Mapping[str, torch.Tensor], renames: Sequence[Rename
     every tensor of ours filled exactly once, shapes equal. Raises ConversionError listing
     every problem, naming `source` (the file, or the stand-in)."""
     _check_table(renames)
-    problems = []
     table_official = {r.official for r in renames}
     table_ours = {r.ours for r in renames}
-    unused = sorted(set(official) - table_official)
-    if unused:
-        problems.append(f"{len(unused)} official tensor(s) have no counterpart in our network: "
-                        f"{', '.join(unused[:8])}{' ...' if len(unused) > 8 else ''}")
-    absent = sorted(table_official - set(official))
-    if absent:
-        problems.append(f"{len(absent)} tensor(s) of the official layout are missing: "
-                        f"{', '.join(absent[:8])}{' ...' if len(absent) > 8 else ''}")
-    unfilled = sorted(set(ours) - table_ours)
-    if unfilled:
-        problems.append(f"{len(unfilled)} tensor(s) of our network are not filled: "
-                        f"{', '.join(unfilled[:8])}{' ...' if len(unfilled) > 8 else ''}")
-    unknown = sorted(table_ours - set(ours))
-    if unknown:
-        problems.append(f"the name table fills tensor(s) our network does not have: "
-                        f"{', '.join(unknown[:8])}")
+    mismatches = (
+        (set(official) - table_official, "official tensor(s) have no counterpart in our network"),
+        (table_official - set(official), "tensor(s) of the official layout are missing"),
+        (set(ours) - table_ours, "tensor(s) of our network are not filled"),
+        (table_ours - set(ours), "tensor(s) the name table fills are not in our network"))
+    problems = [f"{len(names)} {what}: {', '.join(sorted(names)[:8])}"
+                f"{' ...' if len(names) > 8 else ''}" for names, what in mismatches if names]
     out: dict[str, torch.Tensor] = {}
     for r in renames:
         if r.official not in official or r.ours not in ours:
