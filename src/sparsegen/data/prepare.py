@@ -23,7 +23,7 @@ from PIL import Image
 from sparsegen.config import ParamsError
 from sparsegen.data.images import resize, to_tensor, to_uint8
 from sparsegen.data.manifest import write_manifest
-from sparsegen.io import ImageReadError, atomic_dir, write_image, write_json
+from sparsegen.io import ImageReadError, atomic_dir, write_bytes, write_image, write_json
 from sparsegen.progress import Progress
 from sparsegen.provenance import sha256_file
 
@@ -38,7 +38,11 @@ class Item:
 
     `name` is the upstream file name (archive member) or recipe name: it orders the split, is
     what `exclude` matches, and is what errors quote. `load` returns uint8 (H, W, 3). `fit`
-    brings it to size x size (uint8 in, uint8 out); None: `stretch`, the default."""
+    brings it to size x size (uint8 in, uint8 out); None: `stretch`, the default.
+
+    `aux` holds auxiliary files written beside the image (keypoints, part masks, a paired
+    image): manifest column -> (file suffix, loader of the file's bytes). Each is written to
+    `<split>/<id><suffix>`; its column holds that relative path and `<column>_sha256` its hash."""
 
     id: str
     name: str
@@ -47,6 +51,7 @@ class Item:
     load: Callable[[], np.ndarray]
     extra: Mapping[str, str] = field(default_factory=dict)
     fit: Callable[[np.ndarray, int], np.ndarray] | None = None
+    aux: Mapping[str, tuple[str, Callable[[], bytes]]] = field(default_factory=dict)
 
 
 def stretch(array: np.ndarray, size: int) -> np.ndarray:
@@ -101,8 +106,13 @@ def _prepare_one(item: Item, split: str, root: Path, size: int, dataset: str) ->
             f"datasets.{dataset}.exclude in params.yaml to leave it out.") from None
     rel = f"{split}/{item.id}.png"
     write_image(root / rel, (item.fit or stretch)(array, size))
-    return {"id": item.id, "split": split, "path": rel, "sha256": sha256_file(root / rel),
-            "source": item.source, "licence": item.licence, **item.extra}
+    row = {"id": item.id, "split": split, "path": rel, "sha256": sha256_file(root / rel),
+           "source": item.source, "licence": item.licence, **item.extra}
+    for column, (suffix, load) in item.aux.items():
+        aux_rel = f"{split}/{item.id}{suffix}"
+        write_bytes(root / aux_rel, load())
+        row[column], row[f"{column}_sha256"] = aux_rel, sha256_file(root / aux_rel)
+    return row
 
 
 def write_dataset(dataset: str, items: Sequence[Item], settings: Mapping[str, Any],
