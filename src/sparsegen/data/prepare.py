@@ -42,7 +42,9 @@ class Item:
 
     `aux` holds auxiliary files written beside the image (keypoints, part masks, a paired
     image): manifest column -> (file suffix, loader of the file's bytes). Each is written to
-    `<split>/<id><suffix>`; its column holds that relative path and `<column>_sha256` its hash."""
+    `<split>/<id><suffix>`; its column holds that relative path and `<column>_sha256` its hash.
+    `split` fixes the item's split (official train/test lists): either every item of a dataset
+    sets it, and `n_test` is not used, or none does, and the seeded split applies."""
 
     id: str
     name: str
@@ -52,6 +54,7 @@ class Item:
     extra: Mapping[str, str] = field(default_factory=dict)
     fit: Callable[[np.ndarray, int], np.ndarray] | None = None
     aux: Mapping[str, tuple[str, Callable[[], bytes]]] = field(default_factory=dict)
+    split: str | None = None  # fixed by the upstream lists (or an identity's group); None: seeded
 
 
 def stretch(array: np.ndarray, size: int) -> np.ndarray:
@@ -131,10 +134,15 @@ def write_dataset(dataset: str, items: Sequence[Item], settings: Mapping[str, An
     if missing:
         log.warning("%s: %d name(s) under datasets.%s.exclude are not in the data: %s",
                     dataset, len(missing), dataset, ", ".join(missing))
-    splits = assign_splits(names, n_test, seed, exclude)
+    fixed = {it.name: it.split for it in items if it.split is not None}
+    if fixed and len(fixed) != len(items):
+        raise ValueError(f"dataset {dataset!r}: some items fix their split and some do not")
+    splits = ({n: s for n, s in fixed.items() if n not in exclude} if fixed
+              else assign_splits(names, n_test, seed, exclude))
     todo = sorted((it for it in items if it.name in splits), key=lambda it: it.name)
     skipped = sorted(exclude & set(names))
-    log.info("%s: %d image(s) (%d test), %d excluded%s", dataset, len(todo), n_test,
+    n_in_test = sum(splits[it.name] == "test" for it in todo)
+    log.info("%s: %d image(s) (%d test), %d excluded%s", dataset, len(todo), n_in_test,
              len(skipped), f": {', '.join(skipped)}" if skipped else "")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # parallel over images instead; avoids oversubscribing the cores
@@ -156,7 +164,8 @@ def write_dataset(dataset: str, items: Sequence[Item], settings: Mapping[str, An
         write_manifest(root, rows)
         write_json(root / DATASET_INFO, {
             "name": dataset, "source": settings["source"], "size": size, "seed": seed,
-            "n_test": n_test, "counts": {s: sum(r["split"] == s for r in rows)
+            "n_test": n_test, "split": "fixed by the source" if fixed else "seeded",
+            "counts": {s: sum(r["split"] == s for r in rows)
                                          for s in ("train", "test")},
             "excluded": skipped, "upstream": dict(upstream or {}),
         })
