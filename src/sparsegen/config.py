@@ -258,11 +258,12 @@ def is_released(params: Mapping[str, Any], paper: str, variant: str) -> bool:
 def _settings_problems(params: Mapping[str, Any], s: Mapping[str, Any]) -> list[str]:
     problems = []
     for role, name in s.get("data", {}).items():
-        if name not in params["datasets"]:
+        if name is not None and name not in params["datasets"]:
             problems.append(f"data.{role}: dataset {name!r} is not defined under datasets "
                             f"(defined: {', '.join(sorted(params['datasets']))})")
     t = s.get("train", {})
-    if "decay_start" in t and t["decay_start"] > t["iterations"]:
+    if t.get("decay_start") is not None and t.get("iterations") is not None \
+            and t["decay_start"] > t["iterations"]:
         problems.append(f"train.decay_start {t['decay_start']} exceeds train.iterations "
                         f"{t['iterations']}")
     return problems + papers.get(s["paper"]).problems(s)
@@ -335,7 +336,7 @@ def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = T
         settings["datasets"] = {
             role: {"name": name, **copy.deepcopy(params["datasets"][name]),
                    "real": is_real(params["datasets"][name]["source"])}
-            for role, name in settings.get("data", {}).items()
+            for role, name in settings.get("data", {}).items() if name is not None
         }
     return settings
 
@@ -390,5 +391,6 @@ def datasets_in_use(params: Mapping[str, Any]) -> list[str]:
     names = set()
     for paper in params["papers"]:
         for variant in variant_entries(params, paper):
-            names.update(resolve(params, paper, variant, check=False).get("data", {}).values())
+            data = resolve(params, paper, variant, check=False).get("data", {})
+            names.update(name for name in data.values() if name is not None)
     return sorted(names)

@@ -152,7 +152,7 @@ class Layout:
         from sparsegen.config import resolve
 
         data = resolve(self.params, paper, variant, check=False).get("data", {})
-        return {role: self.prepared(name) for role, name in data.items()}
+        return {role: self.prepared(name) for role, name in data.items() if name is not None}
 
     def networks(self, paper: str, variant: str, unit: str) -> list[str]:
         """Manifest names of the pretrained networks a unit loads (`evaluate` covers the

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 REGISTERED = (
     "sparsegen.models.stya2k",
     "sparsegen.models.stylenat",
+    "sparsegen.models.dynast",
 )
 
 Settings = Mapping[str, Any]

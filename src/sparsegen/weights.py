@@ -75,6 +75,22 @@ MANIFEST: dict[str, WeightSpec] = {
             used_by=("stya2k encoder (encoder: torchvision)",),
         ),
         WeightSpec(
+            name="vgg19_cocosnet",
+            filename="vgg19_conv.pth",
+            url="https://drive.google.com/file/d/1xc7CBEsn45a3Pc3K9Tfh5wxKOx2LyC41",
+            mirrors=("https://drive.google.com/file/d/1fp7DAiXdf0Ay-jANb8f0RHYLTRyjNv4m",),
+            description="CoCosNet's Caffe VGG-19 conv weights (keys conv1_1 ... conv5_4; input "
+            "BGR minus mean, x255): DynaST/CoCosNet training losses and the CoCosNet "
+            "semantic-consistency/style-relevance metrics",
+            licence="MIT (microsoft/CoCosNet); Apache-2.0 (Huage001/DynaST)",
+            used_by=("dynast losses", "semantic_consistency_cocosnet",
+                     "style_relevance_color_cocosnet", "style_relevance_texture_cocosnet"),
+            manual="Google Drive needs a browser: open the DynaST link "
+            "https://drive.google.com/file/d/1xc7CBEsn45a3Pc3K9Tfh5wxKOx2LyC41 (or CoCosNet's "
+            "https://drive.google.com/file/d/1fp7DAiXdf0Ay-jANb8f0RHYLTRyjNv4m), download "
+            "vgg19_conv.pth and save it as {dest}.",
+        ),
+        WeightSpec(
             name="alexnet_torchvision",
             filename="alexnet-owt-7be5be79.pth",
             url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
@@ -124,6 +140,18 @@ MANIFEST: dict[str, WeightSpec] = {
             "legacy split-head attention)",
             licence="MIT (SHI-Labs/StyleNAT)",
             used_by=("stylenat released_ffhq1024",),
+        ),
+        WeightSpec(
+            name="dynast_deepfashion",
+            filename="dynast_deepfashion_latest_net_G.pth",
+            url="https://drive.google.com/file/d/1UJ9xsQBBWZEXOz-jizerR4Qjo7n1kYmy",
+            description="DynaST authors' DeepFashion generator (the file test_deepfashion.sh "
+            "loads as checkpoints/deepfashion/latest_net_G.pth)",
+            licence="Apache-2.0 (Huage001/DynaST)",
+            used_by=("dynast released",),
+            manual="Google Drive needs a browser: open "
+            "https://drive.google.com/file/d/1UJ9xsQBBWZEXOz-jizerR4Qjo7n1kYmy, download the "
+            "generator and save it as {dest}.",
         ),
         *(WeightSpec(
             name=f"stya2k_{module.lower()}",

@@ -13,6 +13,7 @@ from sparsegen.attention.all_to_all import (
     count_scores,
     dense_attention,
     dense_stats,
+    record_kept,
 )
 from sparsegen.nets.feature_stats import mean_std, mean_variance_norm
 
@@ -101,3 +102,14 @@ def test_attend_chunks_many_heads(monkeypatch):
         chunked = attend(q, k, v)
     assert torch.allclose(chunked, whole, atol=1e-6)
     assert counted.scores == {"dense": 7 * 3 * 5}
+
+
+def test_count_scores_counts_kept_links():
+    with count_scores() as outer:
+        record_kept("pruned", 3)
+        with count_scores() as inner:
+            record_kept("pruned", torch.tensor(4))  # a tensor count is read as an int
+    assert outer.kept == {"pruned": 7} and inner.kept == {"pruned": 4}
+    assert isinstance(outer.kept["pruned"], int)
+    record_kept("pruned", 5)  # no active counter: nothing recorded
+    assert outer.kept == {"pruned": 7} and outer.scores == {}

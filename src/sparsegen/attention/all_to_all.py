@@ -4,7 +4,8 @@ attention form in this package calls.
 `attend` is softmax(Q K^T) V over the last two axes (no 1/sqrt(d) scaling: Eq. 5 has none).
 It runs through `F.scaled_dot_product_attention` (fused kernels on GPU, scores never
 materialised) or, under `attention_backend("explicit")`, as einsum + softmax as in Alg. 1.
-`count_scores()` records how many query-key scores each attention form computes.
+`count_scores()` records how many query-key scores each attention form computes (and, for forms
+that prune links, how many links they keep).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ _state: dict[str, object] = {"backend": "sdpa", "counters": []}
 
 @dataclass
 class ScoreCount:
-    """Query-key scores (logit entries) and multiply-accumulates per attention kind."""
+    """Query-key scores (logit entries), multiply-accumulates and kept (unpruned) links per
+    attention kind."""
 
     scores: dict[str, int] = field(default_factory=dict)
     macs: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_scores(self) -> int:
@@ -60,6 +63,13 @@ def record_scores(kind: str, scores: int, macs: int) -> None:
     for counter in _state["counters"]:  # type: ignore[attr-defined]
         counter.scores[kind] = counter.scores.get(kind, 0) + scores
         counter.macs[kind] = counter.macs.get(kind, 0) + macs
+
+
+def record_kept(kind: str, links: int | torch.Tensor) -> None:
+    """Add `links` kept (unpruned) query-key links to the active counters. A tensor count is
+    read (a device sync) only when a counter is active."""
+    for counter in _state["counters"]:  # type: ignore[attr-defined]
+        counter.kept[kind] = counter.kept.get(kind, 0) + int(links)
 
 
 @contextmanager

@@ -1,13 +1,23 @@
-"""VGG-19 feature encoder in the layout of AdaIN's normalised VGG (relu1_1 ... relu5_1).
+"""VGG-19 feature encoder in the layout of AdaIN's normalised VGG (relu1_1, relu1_2, ... relu5_4).
 
-One encoder for every paper that needs VGG features: the StyA2K encoder and losses, and the
-StyTr2 content/style-loss metrics. The module indices match `vgg_normalised.pth`, so that file
-loads directly; torchvision's VGG-19 is mapped onto the same layout (its ImageNet normalisation
-becomes the leading 1x1 convolution). Input: RGB in [0, 1], shape (B, 3, H, W).
+One encoder for every paper that needs VGG features: the StyA2K encoder and losses, the StyTr2
+content/style-loss metrics, DynaST's training losses and the CoCosNet semantic-consistency and
+style-relevance metrics. The module indices match `vgg_normalised.pth`, so that file loads
+directly; the other weight files are mapped onto the same layout, their input normalisation
+becoming the leading 1x1 convolution:
+
+- 'vgg19_normalised' (AdaIN): the file's own 1x1 conv; reflection padding, ceil-mode pooling;
+- 'vgg19_torchvision': ImageNet mean/std; zero padding, floor pooling;
+- 'vgg19_cocosnet' (CoCosNet/DynaST `vgg19_conv.pth`, Caffe weights): RGB -> BGR, minus
+  (0.40760392, 0.45795686, 0.48501961), x255; zero padding, floor max-pooling.
+
+Input: RGB in [0, 1], shape (B, 3, H, W). The network is built up to `deepest` (relu5_1 unless
+asked for more), so state dicts and checkpoints of the relu*_1 encoder keep their keys.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -15,19 +25,46 @@ from torch import nn
 
 from sparsegen.weights import RANDOM_INIT, ResolvedWeights
 
-LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-# Index ranges of each slice in AdaIN's nn.Sequential (module i produces relu<x>_1 at end-1).
-_SLICE_ENDS = {"relu1_1": 4, "relu2_1": 11, "relu3_1": 18, "relu4_1": 31, "relu5_1": 44}
-# Conv widths per block (VGG-19 configuration E) up to relu5_1.
-_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512,))
-# torchvision's features[] index of each conv, in order, for conv layers up to relu5_1.
-_TORCHVISION_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28)
+# Conv widths per block, VGG-19 (configuration E).
+_BLOCKS = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
+# Every ReLU in order: relu1_1, relu1_2, relu2_1, ... relu5_4.
+RELUS = tuple(f"relu{b + 1}_{i + 1}" for b, widths in enumerate(_BLOCKS)
+              for i in range(len(widths)))
+LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # AdaIN / StyTr2 / StyA2K
+SECOND_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")  # CoCosNet / DynaST
+
+
+def _slice_ends() -> dict[str, int]:
+    """End index of each ReLU in the Sequential: [1x1 conv, (pool,) pad, conv, relu, ...]."""
+    ends, pos = {}, 1
+    for b, widths in enumerate(_BLOCKS):
+        pos += b > 0  # the max-pool before each block but the first
+        for i in range(len(widths)):
+            pos += 3
+            ends[f"relu{b + 1}_{i + 1}"] = pos
+    return ends
+
+
+def _torchvision_convs() -> tuple[int, ...]:
+    """torchvision's `features[]` index of each conv, in order."""
+    out, idx = [], 0
+    for b, widths in enumerate(_BLOCKS):
+        idx += b > 0
+        for _ in widths:
+            out.append(idx)
+            idx += 2
+    return tuple(out)
+
+
+_SLICE_ENDS = _slice_ends()  # relu1_1: 4, relu1_2: 7, relu2_1: 11, ..., relu5_1: 44, relu5_2: 47
+_TORCHVISION_CONVS = _torchvision_convs()
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (0.40760392, 0.45795686, 0.48501961)  # CoCosNet/DynaST util.vgg_preprocess
 RANDOM_SEED = 0
 
 
-def _build_layers(padding: str, ceil_mode: bool) -> nn.Sequential:
+def _build_layers(deepest: str, padding: str, ceil_mode: bool) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(3, 3, 1)]
     in_ch = 3
     for b, widths in enumerate(_BLOCKS):
@@ -37,30 +74,32 @@ def _build_layers(padding: str, ceil_mode: bool) -> nn.Sequential:
             layers.append(nn.ReflectionPad2d(1) if padding == "reflect" else nn.ZeroPad2d(1))
             layers += [nn.Conv2d(in_ch, w, 3), nn.ReLU()]
             in_ch = w
-    assert len(layers) == _SLICE_ENDS["relu5_1"]
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers[: _SLICE_ENDS[deepest]])
 
 
 class VGGEncoder(nn.Module):
-    """Frozen VGG-19 up to relu5_1 returning the relu<k>_1 feature maps.
+    """Frozen VGG-19 up to `deepest` (default relu5_1) returning ReLU feature maps.
 
-    `source` says what the weights are: 'vgg19_normalised' (AdaIN file: reflection padding,
-    ceil-mode pooling), 'vgg19_torchvision' (zero padding, floor pooling, as torchvision) or
-    random initialisation (seeded Kaiming-normal; the same random network in every process, so
-    random-init metrics are at least consistent across runs, though not comparable with papers).
+    `weights` says what the weights are (see the module doc); without a file the network is a
+    random initialisation (seeded Kaiming-normal, ImageNet normalisation first; the same random
+    network in every process, so random-init metrics are at least consistent across runs, though
+    not comparable with papers). The layout (padding, pooling) follows `weights.name` either way.
     """
 
-    def __init__(self, weights: ResolvedWeights) -> None:
+    def __init__(self, weights: ResolvedWeights, deepest: str = "relu5_1") -> None:
         super().__init__()
-        torchvision_layout = weights.name == "vgg19_torchvision"
-        self.layers = _build_layers(
-            padding="zeros" if torchvision_layout else "reflect", ceil_mode=not torchvision_layout
-        )
+        _check_layers([deepest])
+        zero_padded = weights.name in ("vgg19_torchvision", "vgg19_cocosnet")
+        self.layers = _build_layers(deepest, padding="zeros" if zero_padded else "reflect",
+                                    ceil_mode=not zero_padded)
+        self.deepest = deepest
         self.weights = weights
         if weights.path is None:
             self._random_init()
-        elif torchvision_layout:
+        elif weights.name == "vgg19_torchvision":
             self._load_torchvision(weights.path)
+        elif weights.name == "vgg19_cocosnet":
+            self._load_cocosnet(weights.path)
         else:
             self._load_normalised(weights.path)
         self.requires_grad_(False)
@@ -73,17 +112,19 @@ class VGGEncoder(nn.Module):
             return f"{self.weights.name}:{RANDOM_INIT}:kaiming-normal-seed{RANDOM_SEED}"
         return f"{self.weights.name}:sha256:{self.weights.sha256}"
 
+    def _convs(self) -> list[nn.Conv2d]:
+        """The 3x3 convolutions in order (conv1_1, conv1_2, ...), without the 1x1 input conv."""
+        return [m for m in self.layers[1:] if isinstance(m, nn.Conv2d)]
+
     def _random_init(self) -> None:
         gen = torch.Generator().manual_seed(RANDOM_SEED)
-        first = self.layers[0]
-        self._set_imagenet_normalisation(first)
-        for m in self.layers[1:]:
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-                with torch.no_grad():
-                    std = (2.0 / fan_in) ** 0.5
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
-                    m.bias.zero_()
+        self._set_imagenet_normalisation(self.layers[0])
+        for m in self._convs():
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            with torch.no_grad():
+                std = (2.0 / fan_in) ** 0.5
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
+                m.bias.zero_()
 
     @staticmethod
     def _set_imagenet_normalisation(conv: nn.Conv2d) -> None:
@@ -94,38 +135,76 @@ class VGGEncoder(nn.Module):
                 conv.weight[c, c, 0, 0] = 1.0 / _IMAGENET_STD[c]
                 conv.bias[c] = -_IMAGENET_MEAN[c] / _IMAGENET_STD[c]
 
+    @staticmethod
+    def _set_caffe_preprocessing(conv: nn.Conv2d) -> None:
+        """1x1 conv computing 255 * (BGR - mean_bgr) from RGB in [0, 1]."""
+        with torch.no_grad():
+            conv.weight.zero_()
+            for c in range(3):  # output channel c (B, G, R) reads input channel 2 - c
+                conv.weight[c, 2 - c, 0, 0] = 255.0
+                conv.bias[c] = -255.0 * _CAFFE_MEAN_BGR[c]
+
     def _load_normalised(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         ours = self.layers.state_dict()
         missing = [k for k in ours if k not in state]
         if missing:
-            raise ValueError(f"{path}: not an AdaIN normalised-VGG state dict "
-                             f"(missing {missing[:3]})")
+            raise ValueError(f"{path}: not an AdaIN normalised-VGG state dict up to "
+                             f"{self.deepest} (missing {missing[:3]})")
         self.layers.load_state_dict({k: state[k] for k in ours})
 
     def _load_torchvision(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         self._set_imagenet_normalisation(self.layers[0])
-        ours = [m for m in self.layers[1:] if isinstance(m, nn.Conv2d)]
-        with torch.no_grad():
-            for conv, idx in zip(ours, _TORCHVISION_CONVS, strict=True):
-                try:
-                    conv.weight.copy_(state[f"features.{idx}.weight"])
-                    conv.bias.copy_(state[f"features.{idx}.bias"])
-                except KeyError:
-                    raise ValueError(f"{path}: not a torchvision VGG-19 state dict") from None
+        self._copy_convs(state, [f"features.{i}" for i in _TORCHVISION_CONVS], path,
+                         "a torchvision VGG-19")
 
-    def forward(self, x: torch.Tensor, upto: str = "relu5_1") -> dict[str, torch.Tensor]:
-        """Features relu1_1 ... `upto` of an RGB batch in [0, 1]."""
-        if upto not in _SLICE_ENDS:
-            raise ValueError(f"unknown VGG layer {upto!r}; choose from {', '.join(LAYERS)}")
+    def _load_cocosnet(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self._set_caffe_preprocessing(self.layers[0])
+        names = [f"conv{r[4:]}" for r in RELUS]  # conv1_1 ... conv5_4
+        self._copy_convs(state, names, path, "a CoCosNet vgg19_conv.pth")
+
+    def _copy_convs(self, state: dict[str, torch.Tensor], prefixes: list[str], path: Path,
+                    what: str) -> None:
+        with torch.no_grad():
+            for conv, prefix in zip(self._convs(), prefixes, strict=False):
+                for part in ("weight", "bias"):
+                    key = f"{prefix}.{part}"
+                    if key not in state:
+                        raise ValueError(f"{path}: not {what} state dict (no key {key!r})")
+                    getattr(conv, part).copy_(state[key])
+
+    def extract(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Features `layers` (any of RELUS up to `deepest`) of an RGB batch in [0, 1], in the
+        order asked; the network runs only as deep as the deepest of them."""
+        _check_layers(layers)
+        too_deep = [k for k in layers if _SLICE_ENDS[k] > _SLICE_ENDS[self.deepest]]
+        if too_deep:
+            raise ValueError(f"VGG layers {too_deep} lie beyond {self.deepest}, the deepest "
+                             f"this encoder was built with (VGGEncoder(..., deepest=...))")
+        wanted = set(layers)
         feats: dict[str, torch.Tensor] = {}
         start = 0
-        for name in LAYERS:
-            end = _SLICE_ENDS[name]
-            x = self.layers[start:end](x)
-            feats[name] = x
-            start = end
-            if name == upto:
+        for name in RELUS:
+            if not wanted - feats.keys():
                 break
-        return feats
+            if name in wanted:
+                end = _SLICE_ENDS[name]
+                x = self.layers[start:end](x)
+                feats[name], start = x, end
+        return {k: feats[k] for k in layers}
+
+    def forward(self, x: torch.Tensor, upto: str = "relu5_1") -> dict[str, torch.Tensor]:
+        """Features relu1_1 ... `upto` (relu<k>_1 layers) of an RGB batch in [0, 1]."""
+        if upto not in LAYERS:
+            raise ValueError(f"unknown VGG layer {upto!r}; choose from {', '.join(LAYERS)} "
+                             "(other layers: VGGEncoder.extract)")
+        return self.extract(x, LAYERS[: LAYERS.index(upto) + 1])
+
+
+def _check_layers(layers: Sequence[str]) -> None:
+    unknown = [k for k in layers if k not in _SLICE_ENDS]
+    if unknown or not layers:
+        raise ValueError(f"unknown VGG layers {unknown or '(none given)'}; choose from "
+                         f"{', '.join(RELUS)}")

@@ -16,7 +16,7 @@ import torch
 from sparsegen.data.images import load_rgb
 from sparsegen.io import read_json
 from sparsegen.metrics import registry
-from sparsegen.metrics.records import Measurement, ResultRecord
+from sparsegen.metrics.records import ResultRecord, timing_record
 from sparsegen.models.stya2k.sampling import SAMPLES_CSV, TIMING_JSON, UNTRAINED
 from sparsegen.sampling import evaluation_facts, metric_context
 
@@ -41,17 +41,6 @@ def _stack(paths: list[str], size: int | None, base: Path) -> torch.Tensor:
         if p not in cache:
             cache[p] = load_rgb(base / p, size=size)
     return torch.stack([cache[p] for p in paths])
-
-
-def _timing_record(timing: dict[str, Any], device: torch.device) -> ResultRecord:
-    protocol = {k: timing[k] for k in ("size", "batch", "dtype", "warmup", "repeats",
-                                       "synchronised", "device")}
-    protocol["statistic"] = "mean seconds per stylisation (encoder + transform + decoder)"
-    return ResultRecord.from_measurement(
-        "inference_time_s", False,
-        Measurement(value=timing["mean_s"], n_samples=timing["repeats"], protocol=protocol,
-                    extra={"median_s": timing["median_s"], "std_s": timing["std_s"]}),
-        device)
 
 
 def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
@@ -96,8 +85,8 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
                             "model": "untrained (initialised as training starts)"}
         records += untrained
     measured = read_json(samples_dir / TIMING_JSON)
-    timing = _timing_record(measured, device)
-    timing.device = measured["device"]  # where the sample step timed it (hardware-bound)
+    timing = timing_record(measured, "mean seconds per stylisation (encoder + transform + "
+                           "decoder)")
     timing.source = dict(source)
     timing.facts = {"preset": settings["preset"], "eval": {"size": size}}
     return [*records, timing]
