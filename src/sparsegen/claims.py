@@ -60,6 +60,7 @@ class Column:
     difference_of: str | None = None   # this row's value of that column minus the previous row's
     setting: str | None = None         # a configuration key of the row's variant, not measured
     recipe: dict[str, Any] = field(default_factory=dict)  # overrides of the table's recipe
+    task: str | None = None            # the cells come from each row's `<task>_` variant
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,14 @@ def _column(path: Path, key: str, cid: str, obj: dict[str, Any], rows: set[str])
         protocol=obj["protocol"], not_reproduced=obj.get("not_reproduced"),
         hardware_bound=obj.get("hardware_bound"), bold=tuple(obj.get("bold", ())),
         underline=tuple(obj.get("underline", ())), difference_of=obj.get("difference_of"),
-        setting=obj.get("setting"), recipe=dict(obj.get("recipe", {})))
+        setting=obj.get("setting"), recipe=dict(obj.get("recipe", {})), task=obj.get("task"))
+
+
+def task_variant(variant: str, task: str) -> str:
+    """The row's variant of another task: its prefix (up to the first `_`) replaced by `task`
+    (df_full -> celeba_full)."""
+    prefix, sep, rest = variant.partition("_")
+    return f"{task}_{rest}" if sep else f"{task}_{variant}"
 
 
 def _source(path: Path, key: str, variant: str | None, not_reproduced: str | None
@@ -208,6 +216,9 @@ def _table(path: Path, tid: str, obj: dict[str, Any]) -> Table:
                 raise _fail(path, f"{rkey}.{cid}", f"{value!r} has more than the column's "
                                                    f"{col.decimals} printed decimals")
             cells[rid][cid] = None if value is None else float(value)
+            row = rows[rid]
+            if col.task and cid not in sources[rid] and row.variant is not None:
+                sources[rid][cid] = CellSource(task_variant(row.variant, col.task), None)
     for rid, row in rows.items():
         if row.released_of is not None and cells[rid] != cells[row.released_of]:
             raise _fail(path, f"{key}.cells.{rid}", "a released row repeats the printed values "

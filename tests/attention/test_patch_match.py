@@ -11,6 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 from sparsegen.attention.all_to_all import count_scores
 from sparsegen.attention.patch_match import (
     PatchMatchAttention,
+    _surrogate,
     best_distinct,
     candidate_window,
     propagated_candidates,
@@ -165,11 +166,42 @@ def test_cost_is_gathered_not_dense() -> None:
         match = module(q, kf, v, init, scale=5.0, image=torch.randn(b, 3, hk, wk))
         match.out.sum().backward()
     assert match.formed == 5 * 16 + 4 * 5 * 16 + 16 == 416 < hk * wk
-    assert counted.scores == {"patch_match": b * hq * wq * 416}
-    assert counted.macs == {"patch_match": b * hq * wq * (400 * c + 16 * (c + cv + 3))}
+    nq = hq * wq
+    assert counted.scores == {"patch_match": nq * 416, "patch_match_surrogate": nq * 64}
+    assert counted.macs == {"patch_match": nq * (400 * c + 16 * (c + cv + 3)),
+                            "patch_match_surrogate": nq * 64 * c}
     largest = max(event.cpu_memory_usage for event in prof.events())
     dense_bytes = hq * wq * hk * wk * 4
-    assert 0 < largest < dense_bytes / 4, f"an op allocated {largest} bytes (dense: {dense_bytes})"
+    assert 0 < largest < dense_bytes / 3, f"an op allocated {largest} bytes (dense: {dense_bytes})"
+
+
+def test_no_surrogate_without_gradients() -> None:
+    module = PatchMatchAttention(4, k=4, iterations=2)
+    q, kf, v = torch.randn(1, 4, 3, 5), torch.randn(1, 4, 6, 4), torch.randn(1, 2, 6, 4)
+    with torch.no_grad(), count_scores() as counted:
+        match = module(q, kf, v, torch.randint(0, 24, (1, 15, 1)), scale=1.0)
+    assert counted.scores == {"patch_match": 15 * match.formed}
+    assert match.formed == 5 * 16 + 5 * 4 + 4
+
+
+def test_surrogate_slope_is_bilinear() -> None:
+    """The straight-through term is zero and its gradient is the score's slope across the key
+    cell holding the position; at the right border the last cell is used."""
+    hk, wk, c, scale = 3, 4, 5, 1.5
+    qt, kt = torch.randn(1, 1, c, dtype=torch.float64), torch.randn(1, hk * wk, c).double()
+
+    def s(y: int, x: int) -> torch.Tensor:
+        return scale * kt[0, y * wk + x] @ qt[0, 0]
+
+    moved = torch.tensor([[[[1.25, 1.5], [2.0, 3.0]]]], dtype=torch.float64, requires_grad=True)
+    term = _surrogate(qt, kt, moved, (hk, wk), scale, chunk=2)
+    assert term.abs().max() == 0
+    term.sum().backward()
+    expected = torch.stack([
+        torch.stack([0.5 * (s(2, 1) - s(1, 1)) + 0.5 * (s(2, 2) - s(1, 2)),  # d/dy at (1.25, 1.5)
+                     0.75 * (s(1, 2) - s(1, 1)) + 0.25 * (s(2, 2) - s(2, 1))]),  # d/dx
+        torch.stack([s(2, 3) - s(1, 3), s(2, 3) - s(2, 2)])])  # corner (2, 3): last cells
+    torch.testing.assert_close(moved.grad[0, 0], expected)
 
 
 @pytest.mark.parametrize(("init", "message"), [

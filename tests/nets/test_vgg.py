@@ -29,7 +29,8 @@ def _cocosnet_file(path: Path) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(7)
     state = {}
     for name, cin, cout in _CONVS:
-        state[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=gen) * (2 / (9 * cin)) ** .5
+        std = (2 / (9 * cin)) ** 0.5
+        state[f"{name}.weight"] = torch.randn(cout, cin, 3, 3, generator=gen) * std
         state[f"{name}.bias"] = torch.randn(cout, generator=gen) * 0.1
     torch.save(state, path)
     return state
@@ -119,11 +120,12 @@ def test_cocosnet_random_init_is_seeded_zero_padded_and_says_so():
 
 
 def test_torchvision_second_layers_map_onto_its_features(tmp_path):
-    import torchvision
+    from torchvision.models import vgg
 
     torch.manual_seed(0)
-    tv = torchvision.models.vgg19(weights=None).eval()
-    torch.save(tv.state_dict(), tmp_path / "vgg19.pth")
+    features = vgg.make_layers(vgg.cfgs["E"]).eval()  # torchvision VGG-19 `features`
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()},
+               tmp_path / "vgg19.pth")
     enc = VGGEncoder(ResolvedWeights("vgg19_torchvision", tmp_path / "vgg19.pth", "t"),
                      deepest="relu5_2")
     x = torch.rand(2, 3, 48, 48)
@@ -134,7 +136,7 @@ def test_torchvision_second_layers_map_onto_its_features(tmp_path):
     with torch.no_grad():
         ours = enc.extract(x, SECOND_LAYERS)
         for k, end in ends.items():
-            torch.testing.assert_close(ours[k], tv.features[:end](xn), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(ours[k], features[:end](xn), rtol=1e-4, atol=1e-5)
 
 
 def test_normalised_file_loads_deeper_layers(tmp_path):

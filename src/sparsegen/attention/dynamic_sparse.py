@@ -167,7 +167,7 @@ def inter_scale_candidates(topk: torch.Tensor, coarse_q_hw: tuple[int, int],
     rows = (2 * y)[..., None, None] + child[:, None]  # (B, Nq, k, 2, 1)
     cols = (2 * x)[..., None, None] + child  # (B, Nq, k, 1, 2)
     flat = (rows * 2 * wk + cols).reshape(b, hq, 1, wq, 1, 4 * k)
-    return flat.expand(b, hq, 2, wq, 2, 4 * k).transpose(1, 3).reshape(b, 4 * hq * wq, 4 * k)
+    return flat.expand(b, hq, 2, wq, 2, 4 * k).reshape(b, 4 * hq * wq, 4 * k)
 
 
 # Eq. 4's neighbours (dy, dx) relative to the query, after the query itself: up, down, left, right

@@ -281,7 +281,7 @@ def _surrogate(qt: torch.Tensor, kt: torch.Tensor, moved: torch.Tensor,
         x0 = moved[..., 1].floor().clamp(0, max(wk - 2, 0)).long()
         y1, x1 = (y0 + 1).clamp(max=hk - 1), (x0 + 1).clamp(max=wk - 1)
         corners = torch.stack([y0 * wk + x0, y0 * wk + x1, y1 * wk + x0, y1 * wk + x1], dim=-1)
-        s00, s01, s10, s11 = _logits(qt, kt, corners.flatten(-2), scale, 4 * chunk).view(
+        s00, s01, s10, s11 = _logits(qt, kt, corners.flatten(-2), scale, chunk).view(
             corners.shape).unbind(-1)
     fy, fx = moved[..., 0] - y0, moved[..., 1] - x0
     score = (1 - fy) * ((1 - fx) * s00 + fx * s01) + fy * ((1 - fx) * s10 + fx * s11)
