@@ -112,6 +112,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         task = papers.get(s["paper"]).build_task(s, device)
         t = s["train"]
+        if t.get("iterations") is None:  # a length in epochs: the task knows its train split
+            n_train = task.train_size()
+            t.update(schedules.by_epochs(t, n_train))
+            print(f"length: ({t['epochs']} + {t['decay_epochs']}) epochs x ceil({n_train} / "
+                  f"{t['batch_size']}) = {t['iterations']} iterations, decay from "
+                  f"{t['decay_start']}", flush=True)
         cfg = loop.LoopConfig(iterations=t["iterations"], checkpoint_every=t["checkpoint_every"],
                               log_every=t["log_every"], seed=s["seed"],
                               lr_factor=schedules.from_settings(t), stop_after=args.stop_after,

@@ -211,6 +211,13 @@ def test_every_link_pruned_gives_zeros_not_nan(form):
     assert torch.isfinite(q.grad).all() and torch.isfinite(kp.grad).all()
 
 
+def test_every_link_pruned_in_half_precision_gives_zeros():
+    q, k, v, qp, _, image = (t.to(torch.float16) for t in _maps())
+    kp = torch.zeros(2, 4, *K_HW, dtype=torch.float16)
+    m = dense_dynamic_attention(q, k, v, qp, kp, scale=SCALE, image=image)
+    assert m.warp.dtype == torch.float16 and torch.equal(m.warp, torch.zeros_like(m.warp))
+
+
 def _prune_gradients(q, k, qp, kp, cands):
     """d(sum_i conf_i)/d(qp, kp) with dD/dP = sigmoid'(P) (Eq. 6): conf_i = sum_j D_ij A_ij."""
     b, wq, wk = q.shape[0], q.shape[-1], k.shape[-1]

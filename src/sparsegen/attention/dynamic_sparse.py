@@ -12,7 +12,8 @@ Omega, Phi, eta, instance norm); these functions take the projected maps and
 - W = D * exp(C) / (sum D * exp(C) + eps) (Eq. 12), warp = W I'_ref (Eq. 13).
 
 W is computed after shifting C by each query's largest kept score, so eps acts on the shifted
-sum (which is >= 1 when any link is kept) and a query whose links are all pruned gets a zero row.
+sum (which is >= 1 when any link is kept) and a query whose links are all pruned gets a zero row
+(W is computed in at least float32: a half-precision eps rounds to 0).
 A pruned candidate's exponent is capped at that shift: its forward term is 0 either way, but
 exp(C - max) of a pruned score far above every kept one would overflow float32 in the surrogate
 gradient through D.
@@ -92,11 +93,13 @@ def _warp_weights(c: torch.Tensor, d: torch.Tensor, eps: float, warp_mask: str
     """Warp matrix rows over the candidates (last axis): Eq. 12, or the official variant."""
     if warp_mask == "inverted":
         return torch.softmax(c.masked_fill(d.detach() > 0, OFFICIAL_FILL), dim=-1)
+    dtype = c.dtype  # half-precision eps would round to 0: compute in at least float32
+    c, d = (t.to(torch.promote_types(dtype, torch.float32)) for t in (c, d))
     keep = d.detach() > 0
     shift = c.detach().masked_fill(~keep, float("-inf")).amax(-1, keepdim=True)
     shift = torch.where(torch.isfinite(shift), shift, c.detach().amax(-1, keepdim=True))
     e = d * torch.exp((c - shift).clamp_max(0))
-    return e / (e.sum(-1, keepdim=True) + eps)  # Eq. 12
+    return (e / (e.sum(-1, keepdim=True) + eps)).to(dtype)  # Eq. 12
 
 
 def _link_weights(c: torch.Tensor, p: torch.Tensor | None, *, warp: bool, eps: float,

@@ -173,12 +173,12 @@ class PatchMatchAttention(nn.Module):
         if iterations < 1:
             raise ValueError(f"PatchMatchAttention: iterations {iterations} must be >= 1 (the "
                              f"GRU is trained through the last round's refinement)")
-        if not 1 <= k <= 5 * window * window:
-            raise ValueError(f"PatchMatchAttention: k {k} must lie in [1, 5 * window^2 = "
-                             f"{5 * window * window}] (the first round's candidates)")
         if window < 1 or dilation < 1:
             raise ValueError(f"PatchMatchAttention: window {window} and dilation {dilation} "
                              f"must be >= 1")
+        if not 1 <= k <= 5 * window * window:
+            raise ValueError(f"PatchMatchAttention: k {k} must lie in [1, 5 * window^2 = "
+                             f"{5 * window * window}] (the first round's candidates)")
         self.channels, self.k, self.iterations = channels, k, iterations
         self.window, self.dilation = window, dilation
         self.refiner = OffsetRefiner(channels, k, hidden)
@@ -206,7 +206,7 @@ class PatchMatchAttention(nn.Module):
         cands = candidate_window(top1, (hk, wk), self.window, self.dilation)
         for _ in range(self.iterations):
             with torch.no_grad():
-                pool = propagated_candidates(cands, (hq, wq), (hk, wk))
+                pool = propagated_candidates(cands, (hq, wq), (hk, wk))  # N(.) of DynaST Eq. 4
                 kept, kept_logits = best_distinct(pool, _logits(qt, kt, pool, scale, k), k)
             yx = torch.stack([kept.div(wk, rounding_mode="floor"), kept.remainder(wk)], dim=-1)
             features = torch.cat([kept_logits.softmax(-1),
@@ -223,10 +223,10 @@ class PatchMatchAttention(nn.Module):
             record_scores("patch_match_surrogate", b * nq * 4 * k, b * nq * 4 * k * c)
         order = logits.detach().argsort(dim=-1, descending=True, stable=True)
         cands, logits = cands.gather(-1, order), logits.gather(-1, order)
-        attn = logits.softmax(-1)
+        attn = logits.softmax(-1)  # DynaST Eq. 4 over the k candidates; D = 1 (Eq. 7)
         out = torch.einsum("bqn,bqnc->bqc", attn, _gather(vt, cands))
         warp = None
-        if image is not None:
+        if image is not None:  # Eq. 12-13 with D = 1 and no epsilon
             warp = torch.einsum("bqn,bqnc->bqc", attn,
                                 _gather(image.flatten(2).transpose(1, 2), cands))
             warp = warp.transpose(1, 2).reshape(b, -1, hq, wq)

@@ -28,6 +28,14 @@ def step_decay(decay_start: int, every: int, gamma: float) -> Callable[[int], fl
     return factor
 
 
+def by_epochs(train: dict[str, Any], n_train: int) -> dict[str, int]:
+    """A length given in epochs (`iterations: null`): iterations = (epochs + decay_epochs) x
+    ceil(n_train / batch_size), the linear decay starting after `epochs` epochs."""
+    per_epoch = -(-n_train // train["batch_size"])
+    return {"iterations": (train["epochs"] + train["decay_epochs"]) * per_epoch,
+            "decay_start": train["epochs"] * per_epoch}
+
+
 def from_settings(train: dict[str, Any]) -> Callable[[int], float]:
     """The schedule named by `train.lr_schedule`; without that key, `linear` (constant, then
     linearly to 0 from `decay_start` to `iterations`: StyA2K Sec. 4.1, StyleNAT Sec. 4.1).

@@ -105,7 +105,8 @@ class DynaSTGenerator(nn.Module):
         """Î_tgt from the target map and the exemplar (image in [-1, 1] and its map)."""
         f_tgt = self.embed_tgt(s_tgt)
         f_ref = self.embed_ref(torch.cat([s_ref, i_ref], 1))
-        pos = self.positions(tuple(f_tgt[-1].shape[-2:]))
+        pos = [p.expand(s_tgt.shape[0], -1, -1, -1)
+               for p in self.positions(tuple(f_tgt[-1].shape[-2:]))]
         streams = list(f_tgt)
         matches: list[BlockMatch] = []
         coarse_topk, coarse_q, coarse_k = None, (0, 0), (0, 0)

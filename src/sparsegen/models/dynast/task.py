@@ -109,6 +109,10 @@ class DynaSTTask:
         return (data.samples(self.settings, "content", "train")[1],
                 data.samples(self.settings, "style", "train")[1])
 
+    def train_size(self) -> int:
+        """|train list|: the epochs of `train.epochs` count its pairs (style: content images)."""
+        return len(self.style_sets[0] if self.task == "style" else self.pairs[1])
+
     def batch(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         n = self.settings["train"]["batch_size"]
         if self.task == "style":
