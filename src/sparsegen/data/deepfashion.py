@@ -20,7 +20,10 @@ Items: every image of train.txt (split train) and val.txt (split test). Each car
   - `exemplar`: the sample id of the exemplar, by the official code's rule (`--video_like`,
     `data/deepfashion_dataset.py::get_ref_video_like`): the first entry of the key's
     deepfashion_self_pair line (same garment, other view) if there is one, else the LAST entry
-    of its deepfashion_ref.txt (train) / deepfashion_ref_test.txt (test) line;
+    of its deepfashion_ref.txt (train) / deepfashion_ref_test.txt (test) line (the last for
+    test too: `--video_like`, set by DynaST's test script, takes `items[-1]` in both phases;
+    only the non-video_like branch takes the first). Upstream consults the self-pair list only
+    for keys of the ref list; a key only in the self-pair list is accepted here;
   - `self_pair`: "1" when the exemplar came from deepfashion_self_pair, else "0".
 Upstream crashes with KeyErrors on keys missing from the lists (microsoft/CoCosNet#2, #36,
 Huage001/DynaST#7); here every such problem is reported before anything is written, naming the

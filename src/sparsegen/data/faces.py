@@ -3,27 +3,34 @@
 smoke_faces (for FFHQ): seeded procedural portraits in FFHQ's framing: a blurred background,
 shoulders, neck, hair, ears, and a face with eyes, brows, nose and mouth, varied in position,
 scale, roll, yaw, colours and expression (smile, open mouth, raised brows, eye openness).
-smoke_scenes (for LSUN church_outdoor): `procedural.church`. Both render at twice the prepared
-size and are reduced by prepare's antialiased resize, as smoke.py's recipes are. Deterministic
-from the seed; every manifest row's `source` is the complete recipe.
+smoke_scenes (for LSUN church_outdoor): `procedural.church`. smoke_faces_edge (DynaST's stand-in
+for CelebA-HQ edges): smoke_faces' portraits with CelebAMask-HQ part maps (`face_and_parts`; the
+images are the same bytes) and retrieval exemplars. All render at twice the prepared size and
+are reduced by prepare's antialiased resize, as smoke.py's recipes are. Deterministic from the
+seed; every manifest row's `source` is the complete recipe.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from sparsegen.config import ParamsError
 from sparsegen.data import procedural
-from sparsegen.data.prepare import Item
+from sparsegen.data.labels import PARTS
+from sparsegen.data.prepare import Item, assign_splits
 from sparsegen.data.procedural import _grid, _hsv, _to_uint8
 from sparsegen.data.smoke import PROCEDURAL_LICENCE, SUPERSAMPLE, SyntheticSource, recipe_seed
 
 HAIR = ((0.08, 0.3, 0.08), (0.07, 0.6, 0.22), (0.07, 0.6, 0.38), (0.11, 0.45, 0.75),
         (0.04, 0.7, 0.5), (0.0, 0.0, 0.65), (0.0, 0.0, 0.9))   # HSV: black .. white
 IRIS = ((0.07, 0.7, 0.3), (0.58, 0.5, 0.6), (0.3, 0.5, 0.45), (0.08, 0.5, 0.15))
+_SIDE = {-1: "r_", 1: "l_"}   # image left is the subject's right
 
 
 def _paint(img: np.ndarray, sdf: np.ndarray, colour: np.ndarray, px: float,
@@ -45,9 +52,18 @@ def _band(v: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.n
     return np.maximum(lo - v, v - hi)
 
 
-def face(side: int, rng: np.random.Generator) -> np.ndarray:
-    """One procedural portrait, uint8 (side, side, 3)."""
+def _label(parts: np.ndarray, sdf: np.ndarray, part: str | None) -> None:
+    """Write `part`'s index (None: background, 0) where a paint with `sdf` covers a pixel
+    centre (sdf < 0, where `_paint`'s alpha passes 1/2), so later paints overwrite it."""
+    parts[sdf < 0] = 0 if part is None else PARTS.index(part) + 1
+
+
+def face_and_parts(side: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One procedural portrait, uint8 (side, side, 3), and its CelebAMask-HQ part map, uint8
+    (side, side): 0 background (also neck and clothes), 1..13 = labels.PARTS. l_* / r_* are the
+    subject's left / right (image right / left)."""
     y, x = _grid(side)
+    parts = np.zeros((side, side), dtype=np.uint8)
     # Background: a gradient between two non-skin colours plus soft out-of-focus blobs.
     hues = rng.uniform(0.2, 0.95, 2)
     c0, c1 = (_hsv(h, rng.uniform(0.05, 0.6), rng.uniform(0.2, 0.95)) for h in hues)
@@ -80,20 +96,25 @@ def face(side: int, rng: np.random.Generator) -> np.ndarray:
     img = _paint(img, _ellipse(x, y, cx, cy + 2.35 * b, 2.3 * a, 1.05 * b), clothes, side)
     if long_hair:                                    # behind the head, down to the shoulders
         box = np.maximum(np.abs(u) - 1.25, _band(v, -0.05, 1.7)) * 0.5
-        img = _paint(img, np.minimum(_ellipse(u, v, 0, -0.05, 1.3, 1.2), box), hair * strands,
-                     px)
+        behind = np.minimum(_ellipse(u, v, 0, -0.05, 1.3, 1.2), box)
+        img = _paint(img, behind, hair * strands, px)
+        _label(parts, behind, "hair")
     neck = np.maximum(np.abs(x - cx) - 0.42 * a, _band(y, cy + 0.5 * b, cy + 1.6 * b))
     img = _paint(img, neck, skin * 0.8, side)
+    _label(parts, neck, None)
 
     # Ears, then the head: an ellipse whose jaw narrows towards the chin.
     for sign in (-1, 1):
-        img = _paint(img, _ellipse(u, v, sign * 0.98, 0.02, 0.16, 0.24), skin * 0.85, px)
+        ear = _ellipse(u, v, sign * 0.98, 0.02, 0.16, 0.24)
+        img = _paint(img, ear, skin * 0.85, px)
+        _label(parts, ear, _SIDE[sign] + "ear")
     jaw = rng.uniform(0.15, 0.35)
     width = 1.0 - jaw * np.clip(v, 0, None) ** 2
     head = np.hypot(u / width, v) - 1.0
     light = rng.normal(0, 0.6, 2)
     shade = 1.0 - 0.25 * np.clip(np.hypot(u, v), 0, 1) ** 3 + 0.06 * (light[0] * u + light[1] * v)
     img = _paint(img, head, skin * shade[..., None], px)
+    _label(parts, head, "skin")
     for sign in (-1, 1):                             # cheeks
         blush = np.exp(-((fu - sign * 0.5) ** 2 + (v - 0.3) ** 2) / 0.04)[..., None]
         img = img + (_hsv(0.0, 0.5, 0.8) - img) * 0.12 * blush
@@ -102,6 +123,7 @@ def face(side: int, rng: np.random.Generator) -> np.ndarray:
     hairline = rng.uniform(-0.7, -0.4) + 0.35 * u ** 2 + rng.uniform(-0.1, 0.1) * u
     top = np.maximum(_ellipse(u, v, 0, -0.08, 1.1, 1.1), v - hairline)
     img = _paint(img, top, hair * strands, px)
+    _label(parts, top, "hair")
 
     # Expression: smile curvature, mouth opening, brow raise, eye openness.
     smile, opening = rng.uniform(-0.06, 0.16), max(0.0, rng.uniform(-0.06, 0.1))
@@ -114,28 +136,36 @@ def face(side: int, rng: np.random.Generator) -> np.ndarray:
         eu = sign * es
         white = _ellipse(fu, v, eu, ev, 0.17, 0.075 * openness)
         img = _paint(img, white, _hsv(0.1, 0.05, 0.95), px)
+        _label(parts, white, _SIDE[sign] + "eye")
         look = 0.03 * yaw / 0.08                     # gaze follows the yaw
         for r, colour in ((0.07, iris), (0.032, _hsv(0, 0, 0.05))):   # iris, pupil: in the white
             img = _paint(img, np.maximum(_ellipse(fu, v, eu + look, ev, r, 1.3 * r), white),
                          colour, px)
         lid = np.maximum(np.abs(white + 0.008) - 0.012, v - ev)      # upper lid line
         img = _paint(img, lid, _hsv(0.05, 0.4, 0.15), px)
+        _label(parts, lid, _SIDE[sign] + "eye")
         brow_v = ev - 0.17 - raised + 0.6 * (fu - eu) ** 2 - sign * frown * (fu - eu)
         brow = np.maximum(np.abs(fu - eu) - 0.19, np.abs(v - brow_v) - 0.035)
         img = _paint(img, brow, hair * 0.7, px)
+        _label(parts, brow, _SIDE[sign] + "brow")
         if glasses:
             ring = np.abs(_ellipse(fu, v, eu, ev, 0.25, 0.18)) - 0.02
             img = _paint(img, ring, _hsv(0, 0, 0.1), px)
+            _label(parts, ring, "eye_g")
     if glasses:
         bridge = np.maximum(np.abs(fu) - es + 0.25, np.abs(v - ev + 0.05) - 0.015)
         img = _paint(img, bridge, _hsv(0, 0, 0.1), px)
+        _label(parts, bridge, "eye_g")
 
     # Nose: a shaded ridge, the tip, nostrils.
     ridge = np.maximum(np.abs(fu - 0.08 * v - 0.04) - 0.03, _band(v, ev + 0.05, 0.3))
     img = _paint(img, ridge, skin * 0.8, px, opacity=0.6)
-    img = _paint(img, _ellipse(fu, v, 0, 0.3, 0.11, 0.07), skin * 0.9, px)
-    for sign in (-1, 1):
-        img = _paint(img, _ellipse(fu, v, sign * 0.055, 0.34, 0.035, 0.02), skin * 0.45, px)
+    tip = _ellipse(fu, v, 0, 0.3, 0.11, 0.07)
+    img = _paint(img, tip, skin * 0.9, px)
+    nostrils = [_ellipse(fu, v, sign * 0.055, 0.34, 0.035, 0.02) for sign in (-1, 1)]
+    for nostril in nostrils:
+        img = _paint(img, nostril, skin * 0.45, px)
+    _label(parts, np.minimum.reduce([ridge, tip, *nostrils]), "nose")
 
     # Mouth: lips around a centre line whose corners rise with the smile.
     mv, mw = rng.uniform(0.52, 0.6), rng.uniform(0.24, 0.36)
@@ -147,15 +177,24 @@ def face(side: int, rng: np.random.Generator) -> np.ndarray:
     upper = np.maximum(span, _band(v, centre - opening / 2 - thick, centre - opening / 2))
     lower = np.maximum(span, _band(v, centre + opening / 2, centre + opening / 2 + 1.3 * thick))
     img = _paint(img, np.minimum(upper, lower), lips, px)
+    _label(parts, upper, "u_lip")
+    _label(parts, lower, "l_lip")
     if opening > 0:
         gap = np.maximum(span + 0.02, _band(v, centre - opening / 2, centre + opening / 2))
         img = _paint(img, gap, _hsv(0.0, 0.6, 0.25), px)
         teeth = np.maximum(span + 0.06, _band(v, centre - opening / 2, centre))
         img = _paint(img, teeth, _hsv(0.1, 0.08, 0.92), px)
+        _label(parts, gap, "mouth")
     else:
         line = np.maximum(span, np.abs(v - centre) - 0.008)
         img = _paint(img, line, lips * 0.5, px)
-    return _to_uint8(img)
+        _label(parts, line, "mouth")
+    return _to_uint8(img), parts
+
+
+def face(side: int, rng: np.random.Generator) -> np.ndarray:
+    """One procedural portrait, uint8 (side, side, 3) (`face_and_parts` without the map)."""
+    return face_and_parts(side, rng)[0]
 
 
 GENERATORS: dict[str, procedural.Generator] = {"face": face, "church": procedural.church}
@@ -178,7 +217,55 @@ def generated(kind: str, settings: Mapping[str, Any]) -> list[Item]:
     return items
 
 
+@lru_cache(maxsize=32)   # prepare asks for the image and then its part map
+def _face_with_parts(side: int, seed: int) -> tuple[np.ndarray, bytes]:
+    image, parts = face_and_parts(side, np.random.default_rng(seed))
+    buffer = io.BytesIO()
+    Image.fromarray(parts).save(buffer, format="PNG")
+    image.flags.writeable = False
+    return image, buffer.getvalue()
+
+
+def _face_image(side: int, seed: int) -> np.ndarray:
+    return _face_with_parts(side, seed)[0].copy()
+
+
+def _face_parts_png(side: int, seed: int) -> bytes:
+    return _face_with_parts(side, seed)[1]
+
+
+def edge_items(settings: Mapping[str, Any]) -> list[Item]:
+    """smoke_faces' recipes (same ids, seeds and images) with their part maps as aux `parts`
+    (`<id>_parts.png`, uint8 index map at the rendered size) and a retrieval exemplar per row
+    (`exemplar`, `self_pair` "0"): a seeded random other face of the train split, for test rows
+    too (exemplars are retrieved from the training images). The split is the one prepare will
+    make of these names (`assign_splits`, same n_test, seed and exclusions)."""
+    n, seed, side = settings["n_train"] + settings["n_test"], settings["seed"], settings["size"]
+    names = [f"face_{i:05d}" for i in range(n)]
+    splits = assign_splits(names, settings["n_test"], seed,
+                           frozenset(settings.get("exclude") or ()))
+    train = [name for name in names if splits.get(name) == "train"]
+    if len(train) < 2:
+        raise ParamsError(f"smoke_faces_edge: {len(train)} train image(s); a train row's "
+                          f"exemplar is another train face, so n_train must be >= 2")
+    items = []
+    for i, name in enumerate(names):
+        s = recipe_seed(seed, i)
+        others = [t for t in train if t != name]
+        exemplar = others[int(np.random.default_rng(recipe_seed(s, 1)).integers(len(others)))]
+        items.append(Item(id=name, name=name,
+                          source=f"procedural:face seed={s} side={SUPERSAMPLE * side}",
+                          licence=PROCEDURAL_LICENCE,
+                          load=partial(_face_image, SUPERSAMPLE * side, s),
+                          extra={"exemplar": exemplar, "self_pair": "0"},
+                          aux={"parts": ("_parts.png",
+                                         partial(_face_parts_png, SUPERSAMPLE * side, s))}))
+    return items
+
+
 FACES = SyntheticSource("smoke_faces", partial(generated, "face"),
                         "procedural portraits (FFHQ stand-in)")
 SCENES = SyntheticSource("smoke_scenes", partial(generated, "church"),
                          "procedural outdoor churches (LSUN church_outdoor stand-in)")
+FACES_EDGE = SyntheticSource("smoke_faces_edge", edge_items,
+                             "procedural portraits with part maps (CelebA-HQ edge stand-in)")
