@@ -151,3 +151,41 @@ def test_released_manifest_entries_name_the_official_files() -> None:
         assert spec.url == ("https://raw.githubusercontent.com/LearningHx/StyA2K/"
                             f"{weights.STYA2K_COMMIT}/checkpoints/A2K/latest_net_{module}.pth")
     assert m["stya2k_a2k"].size == 2_111_249
+
+
+def test_dynast_manifest_entries_point_at_the_authors_drive_files(tmp_path: Path) -> None:
+    """Drive needs a browser: fetching explains where to download and where to save."""
+    m = weights.MANIFEST
+    vgg = m["vgg19_cocosnet"]
+    assert vgg.filename == "vgg19_conv.pth" and vgg.sha256 is None
+    assert vgg.url.endswith("/1xc7CBEsn45a3Pc3K9Tfh5wxKOx2LyC41")  # DynaST README
+    assert vgg.mirrors == ("https://drive.google.com/file/d/1fp7DAiXdf0Ay-jANb8f0RHYLTRyjNv4m",)
+    assert m["dynast_deepfashion"].url.endswith("/1UJ9xsQBBWZEXOz-jizerR4Qjo7n1kYmy")
+    for name in ("vgg19_cocosnet", "dynast_deepfashion"):
+        spec = m[name]
+        with pytest.raises(weights.WeightsError) as info:
+            weights.fetch(name, tmp_path / "w")
+        msg = str(info.value)
+        assert "needs a browser" in msg and str(tmp_path / "w" / spec.filename) in msg
+        assert spec.url in msg
+        assert not (tmp_path / "w" / spec.filename).exists()
+        r = weights.resolve(name, "auto", tmp_path / "w")
+        assert r.sha256 == weights.RANDOM_INIT
+
+
+def test_a_saved_vgg19_conv_file_loads_with_its_hash(tmp_path: Path) -> None:
+    names = [f"conv{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+             for i in range(1, n + 1)]
+    widths = [64, 64, 128, 128, *[256] * 4, *[512] * 8]
+    state, cin = {}, 3
+    for name, cout in zip(names, widths, strict=True):
+        state[f"{name}.weight"], state[f"{name}.bias"] = torch.zeros(cout, cin, 3, 3), \
+            torch.full((cout,), 0.5)
+        cin = cout
+    torch.save(state, tmp_path / "vgg19_conv.pth")  # downloaded by hand into the weights dir
+    r = weights.resolve("vgg19_cocosnet", "pretrained", tmp_path)
+    assert r.sha256 == sha256_file(tmp_path / "vgg19_conv.pth")
+    enc = VGGEncoder(r, deepest="relu5_2")
+    assert enc.fingerprint == f"vgg19_cocosnet:sha256:{r.sha256}"
+    out = enc.extract(torch.rand(1, 3, 32, 32), ["relu5_2"])["relu5_2"]
+    assert torch.all(out == 0.5)  # zero kernels: every ReLU passes the bias only

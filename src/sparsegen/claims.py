@@ -138,7 +138,7 @@ def _column(path: Path, key: str, cid: str, obj: dict[str, Any], rows: set[str])
 def task_variant(variant: str, task: str) -> str:
     """The row's variant of another task: its prefix (up to the first `_`) replaced by `task`
     (df_full -> celeba_full)."""
-    prefix, sep, rest = variant.partition("_")
+    _prefix, sep, rest = variant.partition("_")
     return f"{task}_{rest}" if sep else f"{task}_{variant}"
 
 

@@ -64,7 +64,12 @@ def test_relu_1_api_is_unchanged_and_deeper_builds_agree():
         for k in LAYERS:  # the same seeded random convs, whatever the depth
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
         second = deep.extract(x, ["relu5_2", *SECOND_LAYERS[:4]])
-    assert list(second) == ["relu5_2", *SECOND_LAYERS[:4]]  # order asked
+        assert list(second) == ["relu5_2", *SECOND_LAYERS[:4]]  # order asked
+        upto = deep(x, upto="relu5_2")
+        assert list(upto) == list(SECOND_LAYERS) and list(deep(x, "relu2_2")) == list(
+            SECOND_LAYERS[:2])
+        for k in SECOND_LAYERS:
+            torch.testing.assert_close(upto[k], second[k], rtol=0, atol=0)
     assert [tuple(second[k].shape[1:]) for k in SECOND_LAYERS] == [
         (64, 40, 40), (128, 20, 20), (256, 10, 10), (512, 5, 5), (512, 3, 3)]  # ceil pooling
 
@@ -75,8 +80,8 @@ def test_layer_errors_name_the_layer():
         enc.extract(torch.rand(1, 3, 32, 32), ["relu1_2", "relu5_2"])
     with pytest.raises(ValueError, match="relu6_1"):
         enc.extract(torch.rand(1, 3, 32, 32), ["relu6_1"])
-    with pytest.raises(ValueError, match="relu1_2"):
-        enc(torch.rand(1, 3, 32, 32), upto="relu1_2")  # forward serves relu<k>_1 only
+    with pytest.raises(ValueError, match="relu3_3"):
+        enc(torch.rand(1, 3, 32, 32), upto="relu3_3")  # forward: relu<k>_1 or relu<k>_2 sets
     with pytest.raises(ValueError, match="relu9_9"):
         VGGEncoder(_random("vgg19_cocosnet"), deepest="relu9_9")
 
@@ -103,6 +108,10 @@ def test_cocosnet_file_with_a_missing_conv_is_refused(tmp_path):
     VGGEncoder(w)  # up to relu5_1 conv5_2 is not read
     with pytest.raises(ValueError, match=r"vgg19_conv\.pth: not a CoCosNet .*'conv5_2\.bias'"):
         VGGEncoder(w, deepest="relu5_2")
+    state["conv1_2.weight"] = state["conv1_2.weight"][:32]
+    torch.save(state, tmp_path / "vgg19_conv.pth")
+    with pytest.raises(ValueError, match=r"conv1_2\.weight has shape \(32, 64, 3, 3\)"):
+        VGGEncoder(w)
 
 
 def test_cocosnet_random_init_is_seeded_zero_padded_and_says_so():

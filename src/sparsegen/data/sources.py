@@ -12,7 +12,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sparsegen.config import ParamsError
-from sparsegen.data import celebahq, coco, deepfashion, dpst, faces, ffhq, lsun, smoke, wikiart
+from sparsegen.data import (
+    celebahq,
+    coco,
+    deepfashion,
+    dpst,
+    faces,
+    ffhq,
+    lsun,
+    people,
+    smoke,
+    wikiart,
+)
 from sparsegen.data.archives import DatasetUnavailable
 from sparsegen.data.prepare import Item, write_dataset
 
@@ -36,7 +47,8 @@ class Source(Protocol):
 SOURCES: dict[str, Source] = {
     s.name: s for s in (coco.SOURCE, wikiart.SOURCE, ffhq.SOURCE, lsun.CHURCH_OUTDOOR,
                         smoke.CONTENT, smoke.STYLE, faces.FACES, faces.SCENES,
-                        deepfashion.SOURCE, celebahq.SOURCE, dpst.SOURCE)
+                        deepfashion.SOURCE, celebahq.SOURCE, dpst.SOURCE, people.PEOPLE,
+                        faces.FACES_EDGE)
 }
 
 

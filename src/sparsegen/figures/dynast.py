@@ -117,9 +117,9 @@ def block_key(name: str) -> tuple[int, int]:
     return int(side), int(block)
 
 
-def block_warps(variant_dir: Path, pair_id: str, within: str = "") -> dict[str, Path]:
+def block_warps(variant_dir: Path, pair_id: str) -> dict[str, Path]:
     """Every block's warp PNG of one pair by block name, coarsest block first."""
-    folder = Path(variant_dir) / SAMPLES / within / BLOCKS / pair_id
+    folder = Path(variant_dir) / SAMPLES / BLOCKS / pair_id
     files = {p.stem: p for p in folder.glob("*.png")}
     return {name: files[name] for name in sorted(files, key=block_key)}
 
@@ -152,8 +152,9 @@ def figure_showcase(runs_dir: Path, figures_dir: Path, n_pairs: int = 4) -> Figu
     table = read_pairs(folder)
     size = output_size(table)
     untrained = folder / SAMPLES / UNTRAINED
+    ids = common_ids([table], n_pairs)
     rows = []
-    for pair_id in common_ids([table], n_pairs):
+    for pair_id in ids:
         row = table.loc[pair_id]
         warps = [read_image(untrained / WARPS / f"{pair_id}.png"), read_image(row["warp"])] \
             if row["warp"] else [None, None]
@@ -161,7 +162,7 @@ def figure_showcase(runs_dir: Path, figures_dir: Path, n_pairs: int = 4) -> Figu
                      warps[0], warps[1], read_image(untrained / OUTPUTS / f"{pair_id}.png"),
                      read_image(row["output"])])
     fig = image_grid(rows, ["Exemplar", "Ground truth", "Untrained warp", "Trained warp",
-                            "Untrained output", "Trained output"])
+                            "Untrained output", "Trained output"], row_titles=ids)
     records = read_metrics(folder)
     length = "trained longer"
     if (folder / "final.pt").is_file():
@@ -447,7 +448,8 @@ def figure_bench(bench_csv: Path, figures_dir: Path) -> Figure | None:
     """Attention time and peak memory against side, one line per attention form, from the
     benchmark's CSV (results/bench/dynast.csv). Columns are looked up by name: the form from
     one of BENCH_FORM, time from BENCH_TIME, memory from BENCH_MEMORY; rows whose `status` is
-    not "ok" are dropped, and when a `kind` column names attention rows only those are kept."""
+    not "ok" are dropped, and where a `part` or `kind` column names attention rows only those
+    are kept. Lines are also split by BENCH_SPLIT columns that vary (e.g. precision)."""
     name = "bench curves"
     bench_csv = Path(bench_csv)
     if not bench_csv.is_file():
@@ -456,9 +458,10 @@ def figure_bench(bench_csv: Path, figures_dir: Path) -> Figure | None:
     table = pd.read_csv(bench_csv)
     if "status" in table:
         table = table[table["status"].astype(str) == "ok"]
-    if "kind" in table:
-        attention = table["kind"].astype(str).str.contains("attention")
-        table = table[attention] if attention.any() else table
+    for column in ("part", "kind"):  # the attention part's rows (not its summary rows)
+        if column in table:
+            attention = table[column].astype(str).str.contains("attention")
+            table = table[attention] if attention.any() else table
     form = _first_column(table, BENCH_FORM)
     panels = [(c, label) for c, label in ((_first_column(table, BENCH_TIME), "time"),
                                           (_first_column(table, BENCH_MEMORY), "peak memory"))

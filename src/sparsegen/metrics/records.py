@@ -108,22 +108,21 @@ class ResultRecord:
 TIMING_PROTOCOL = ("size", "batch", "dtype", "warmup", "repeats", "synchronised", "device")
 
 
-def timing_record(timing: dict[str, Any], statistic: str) -> ResultRecord:
+def timing_record(timing: dict[str, Any], device: Any, statistic: str) -> ResultRecord:
     """The `inference_time_s` record of a measured timing: `sparsegen.timing.time_callable`'s
     mean_s, median_s, std_s plus the TIMING_PROTOCOL keys the sampling step adds; `statistic`
-    says what one timed call covers. The record's device is where it was timed
-    (`timing["device"]`), not where the record is written: the number is hardware-bound."""
+    says what one timed call covers. The number is hardware-bound: callers reading a timing
+    measured elsewhere set `record.device` to the device that measured it."""
     missing = [k for k in ("mean_s", "median_s", "std_s", *TIMING_PROTOCOL) if k not in timing]
     if missing:
         raise ValueError(f"timing measurement lacks keys {missing}")
     protocol = {k: timing[k] for k in TIMING_PROTOCOL}
     protocol["statistic"] = statistic
-    record = ResultRecord.from_measurement(
+    return ResultRecord.from_measurement(
         "inference_time_s", False,
         Measurement(value=timing["mean_s"], n_samples=timing["repeats"], protocol=protocol,
-                    extra={"median_s": timing["median_s"], "std_s": timing["std_s"]}))
-    record.device = timing["device"]
-    return record
+                    extra={"median_s": timing["median_s"], "std_s": timing["std_s"]}),
+        device)
 
 
 def write_records(path: str | Path, records: list[ResultRecord]) -> None:

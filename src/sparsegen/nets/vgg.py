@@ -173,7 +173,11 @@ class VGGEncoder(nn.Module):
                     key = f"{prefix}.{part}"
                     if key not in state:
                         raise ValueError(f"{path}: not {what} state dict (no key {key!r})")
-                    getattr(conv, part).copy_(state[key])
+                    ours = getattr(conv, part)
+                    if state[key].shape != ours.shape:
+                        raise ValueError(f"{path}: {key} has shape {tuple(state[key].shape)}, "
+                                         f"{what} has {tuple(ours.shape)}")
+                    ours.copy_(state[key])
 
     def extract(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Features `layers` (any of RELUS up to `deepest`) of an RGB batch in [0, 1], in the
@@ -196,11 +200,14 @@ class VGGEncoder(nn.Module):
         return {k: feats[k] for k in layers}
 
     def forward(self, x: torch.Tensor, upto: str = "relu5_1") -> dict[str, torch.Tensor]:
-        """Features relu1_1 ... `upto` (relu<k>_1 layers) of an RGB batch in [0, 1]."""
-        if upto not in LAYERS:
-            raise ValueError(f"unknown VGG layer {upto!r}; choose from {', '.join(LAYERS)} "
-                             "(other layers: VGGEncoder.extract)")
-        return self.extract(x, LAYERS[: LAYERS.index(upto) + 1])
+        """Features of an RGB batch in [0, 1] from block 1 to `upto`'s block, of `upto`'s kind:
+        relu1_1 ... relu<k>_1 (AdaIN, StyTr2, StyA2K) or relu1_2 ... relu<k>_2 (CoCosNet,
+        DynaST). Any other set of layers: `extract`."""
+        for kind in (LAYERS, SECOND_LAYERS):
+            if upto in kind:
+                return self.extract(x, kind[: kind.index(upto) + 1])
+        raise ValueError(f"VGGEncoder(upto={upto!r}): choose from {', '.join(LAYERS)}, "
+                         f"{', '.join(SECOND_LAYERS)} (other layers: VGGEncoder.extract)")
 
 
 def _check_layers(layers: Sequence[str]) -> None:

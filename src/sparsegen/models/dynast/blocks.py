@@ -3,10 +3,11 @@ blocks (CoCosNet-style dense attention without pruning, CoCosNet-v2-style PatchM
 
 One block, given the target stream F_tgt,j-1, the level's fixed reference features F_ref, the
 positional map and the target semantics S_tgt:
-  scores    C = tau * q k^T / C_v, q = IN(alpha([F_tgt, pos])), k = IN(beta([F_ref, pos]))  (Eq. 2-4, 16)
-  pruning   D = 1[Omega(F_tgt) Phi(F_ref)^T > 0], sigmoid gradient                       (Eq. 5-6)
-  aggregate F_out = (1 - sum A~) * SP(F_tgt, S_tgt) + A~ eta(F_ref)                       (Eq. 7-8)
-  F'        = LN(F_out + F_tgt);  F = LN(F' + Conv(ReLU(Conv(F'))))                        (Eq. 8-9)
+  scores    C = tau q k^T / C_v, q = IN(alpha([F_tgt, pos])), k = IN(beta([F_ref, pos]))
+            (Eq. 2-4, 16)
+  pruning   D = 1[Omega(F_tgt) Phi(F_ref)^T > 0], sigmoid gradient                   (Eq. 5-6)
+  aggregate F_out = (1 - sum A~) * SP(F_tgt, S_tgt) + A~ eta(F_ref)                   (Eq. 7-8)
+  F'        = LN(F_out + F_tgt);  F = LN(F' + Conv(ReLU(Conv(F'))))                    (Eq. 8-9)
 The 1/C_v: Eq. 2 multiplies the instance-normalised product by tau = 100 and says no more
 about its scale; instance-normalised C_v-wide vectors have a squared norm of about C_v, so
 without it the logits reach 100 * C_v and the softmax is an argmax whose gradient vanishes.

@@ -26,7 +26,7 @@ from sparsegen.io import read_json
 from sparsegen.metrics import registry
 from sparsegen.metrics.records import ResultRecord, timing_record
 from sparsegen.models.dynast.sampling import JPEG, OUTPUTS, PAIRS_CSV, TIMING_JSON, UNTRAINED
-from sparsegen.sampling import evaluation_facts, metric_context
+from sparsegen.sampling import evaluation_facts, metric_context, read_sidecar
 
 METRIC_BATCH = 8
 UNTRAINED_SUFFIX = "@untrained"
@@ -48,9 +48,9 @@ def _stack(paths: list[Path], size: int | None) -> torch.Tensor:
     return torch.stack([load_rgb(p, size=size) for p in paths])
 
 
-def _scored(settings: dict[str, Any], rows: list[dict[str, str]], base: Path, ctx: Any,
-            source: dict[str, Any]) -> list[ResultRecord]:
-    size, task = settings["eval"]["size"], settings["model"]["task"]
+def _scored(settings: dict[str, Any], task: str, rows: list[dict[str, str]], base: Path,
+            ctx: Any, source: dict[str, Any]) -> list[ResultRecord]:
+    size = settings["eval"]["size"]
     outputs = _stack([base / r["output"] for r in rows], None)
     targets = _stack([Path(r["target"]) for r in rows], size)
     exemplars = _stack([Path(r["exemplar"]) for r in rows], size)
@@ -79,7 +79,7 @@ def _scored(settings: dict[str, Any], rows: list[dict[str, str]], base: Path, ct
     texture = get("style_relevance_texture_cocosnet")(outputs, exemplars, ctx, source=source)
     for record in (semantic, color, texture):
         record.protocol["regions"] = WHOLE_IMAGE
-    return records + [semantic, color, texture]
+    return [*records, semantic, color, texture]
 
 
 def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
@@ -92,12 +92,13 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
               "preset": settings["preset"], "samples": str(samples_dir)}
     facts = evaluation_facts(settings, samples_dir)
     facts["eval"] = {"n_pairs": len(rows), "size": settings["eval"]["size"]}
-    records = _scored(settings, rows, samples_dir, ctx, source)
+    task = read_sidecar(samples_dir)["task"]
+    records = _scored(settings, task, rows, samples_dir, ctx, source)
     for record in records:
         record.facts = facts
     untrained = samples_dir / UNTRAINED
     if untrained.is_dir():
-        extra = _scored(settings, rows, untrained, ctx, source)
+        extra = _scored(settings, task, rows, untrained, ctx, source)
         for record in extra:
             record.metric += UNTRAINED_SUFFIX
             record.facts = {**{k: v for k, v in facts.items() if k != "training"},

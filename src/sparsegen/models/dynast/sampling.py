@@ -45,14 +45,13 @@ OUTPUTS, WARPS, BLOCKS, JPEG = "outputs", "warps", "blocks", "jpeg"
 COLUMNS = ("id", "output", "warp", "target", "exemplar")
 
 
-def test_pairs(settings: dict[str, Any]) -> list[dict[str, Any]]:
+def test_pairs(settings: dict[str, Any], task: str) -> list[dict[str, Any]]:
     """The evaluated pairs: ids sorted, the first eval.n_pairs (0: all).
 
     Supervised: each test row with the exemplar its `exemplar` column names (DeepFashion: the
     same person in another pose). Style: the test_pairs dataset (DPST: input + its target
     style) or, without one, the content and style test splits zipped in id order."""
     n = settings["eval"]["n_pairs"]
-    task = settings["model"]["task"]
     if task != "style":
         directory, rows = data.samples(settings, "pairs", "test")
         index = data.by_id(directory)
@@ -76,10 +75,10 @@ def test_pairs(settings: dict[str, Any]) -> list[dict[str, Any]]:
             for c, s in zip(contents[:count], styles[:count], strict=True)]
 
 
-def inputs(settings: dict[str, Any], pair: dict[str, Any], device: torch.device
+def inputs(settings: dict[str, Any], task: str, pair: dict[str, Any], device: torch.device
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(S_tgt, I_ref, S_ref) of one pair at eval.size, batch 1."""
-    size, task = settings["eval"]["size"], settings["model"]["task"]
+    size = settings["eval"]["size"]
     i_ref = load_rgb(pair["exemplar"].path, size=size)[None] * 2 - 1
     if task == "style":
         s_tgt = load_rgb(pair["target"].path, size=size)[None] * 2 - 1
@@ -104,7 +103,7 @@ def generate(net: torch.nn.Module, settings: dict[str, Any], pairs: list[dict[st
     size, n_figure = settings["eval"]["size"], settings["eval"]["n_figure"]
     with torch.inference_mode():
         for i, pair in enumerate(pairs):
-            out = net(*inputs(settings, pair, device))
+            out = net(*inputs(settings, net.model["task"], pair, device))
             yield f"{prefix}{OUTPUTS}/{pair['id']}.png", image_of(out.image, size)
             if out.warps:
                 yield f"{prefix}{WARPS}/{pair['id']}.png", image_of(out.warps[-1], size)
@@ -136,8 +135,9 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
            ) -> None:
     """Write the outputs, warps, block warps, pairs.csv, kept.json and timing.json."""
     ev = settings["eval"]
-    pairs = test_pairs(settings)
     net, ckpt = load_generator(checkpoint, device)
+    task = ckpt["settings"]["model"]["task"]  # the model's settings are the checkpoint's
+    pairs = test_pairs(settings, task)
     has_warp = bool(net.attended)
     rows = [{"id": p["id"], "output": f"{OUTPUTS}/{p['id']}.png",
              "warp": f"{WARPS}/{p['id']}.png" if has_warp else "",
@@ -154,7 +154,8 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
             untrained = untrained.to(device).eval()
             folder.write_images(generate(untrained, settings, pairs, device, f"{UNTRAINED}/",
                                          None), total, "generate (untrained)")
-        if settings["model"]["task"] != "style":
+        folder.sidecar["task"] = task
+        if task != "style":
             write_jpegs(folder.path, pairs, ev["size"], ev["jpeg_quality"])
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -162,7 +163,7 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
         writer.writerows(rows)
         (folder.path / PAIRS_CSV).write_text(buf.getvalue())
         folder.write_json(KEPT_JSON, kept)
-        first = inputs(settings, pairs[0], device)
+        first = inputs(settings, task, pairs[0], device)
         timing = time_callable(lambda: net(*first), device, ev["timing_warmup"],
                                ev["timing_repeats"])
         folder.write_json(TIMING_JSON, {

@@ -85,8 +85,9 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
                             "model": "untrained (initialised as training starts)"}
         records += untrained
     measured = read_json(samples_dir / TIMING_JSON)
-    timing = timing_record(measured, "mean seconds per stylisation (encoder + transform + "
-                           "decoder)")
+    timing = timing_record(measured, device, "mean seconds per stylisation (encoder + "
+                           "transform + decoder)")
+    timing.device = measured["device"]  # where the sample step timed it (hardware-bound)
     timing.source = dict(source)
     timing.facts = {"preset": settings["preset"], "eval": {"size": size}}
     return [*records, timing]
