@@ -94,8 +94,9 @@ def test_unknown_parts_and_uneven_batches_are_refused() -> None:
     plan = replace(bench.plan_for(CPU), parts=("variants", "latency"))
     with pytest.raises(ValueError, match="'latency'"):
         bench.check_plan(plan)
-    plan = replace(bench.plan_for(CPU), train_batches=(4, 3))  # smoke train.batch_size 4
-    with pytest.raises(ValueError, match="train_batches: \\[3\\] do not divide"):
+    batch = _settings("smoke")["train"]["batch_size"]
+    plan = replace(bench.plan_for(CPU), train_batches=(batch, batch + 1))
+    with pytest.raises(ValueError, match=f"train_batches: \\[{batch + 1}\\] do not divide"):
         bench.check_plan(plan)
 
 
@@ -336,20 +337,22 @@ def test_schedule_iterations_count_the_papers_epochs() -> None:
 
 
 def test_training_step_and_gpu_hours(tmp_path) -> None:
-    # half the smoke batch (4) per device: the schedule's iterations on 2 devices
+    # one sample per device: the schedule's iterations of the smoke batch on `batch` devices
     out = bench.run(tmp_path / "dynast.csv", device_name="cpu", parts=("training",),
-                    train_calls=(1, 1), train_batches=(2,), train_pairs=1000)
+                    train_calls=(1, 1), train_batches=(1,), train_pairs=1000)
     _, rows = _read(out)
     assert len(rows) == 1
     row = rows[0]
     settings = _settings("smoke")
-    assert settings["train"]["batch_size"] == 4
+    t = settings["train"]
+    batch = t["batch_size"]
     assert (row["part"], row["kind"], row["status"], row["batch"]) == (
-        "training", "train_step", "ok", "2")
-    iterations = 100 * math.ceil(1000 / 4)  # (80 + 20) epochs of the global batch
+        "training", "train_step", "ok", "1")
+    assert (t["epochs"], t["decay_epochs"]) == (80, 20)
+    iterations = 100 * math.ceil(1000 / batch)  # epochs of the global batch
     assert int(row["iterations"]) == iterations
     assert float(row["gpu_hours_per_model"]) == pytest.approx(
-        float(row["mean_ms"]) / 1e3 * iterations * 2 / 3600, abs=0.01)
-    assert "x 2 device(s) (global batch 4 / 2)" in row["derived_from"]
+        float(row["mean_ms"]) / 1e3 * iterations * batch / 3600, abs=0.01)
+    assert f"x {batch} device(s) (global batch {batch} / 1)" in row["derived_from"]
     assert "|train list| = 1000 (given)" in row["derived_from"] and "1000" in row["note"]
     assert row["deterministic"] == str(settings["deterministic"])

@@ -74,6 +74,22 @@ def test_smoke_dag_writes_every_result(built: Path) -> None:
                           for r in table1)
 
 
+def test_smoke_dag_covers_every_dynast_variant(built: Path) -> None:
+    lay = _layout(built)
+    assert ["dynast_table1.md", "dynast_table2.md"] == sorted(
+        Path(t).name for t in lay.tables("dynast") if t.endswith(".md"))
+    for variant in lay.params["dynast"]["variants"]:
+        records = json.loads((built / lay.run("dynast", variant, "metrics.json")).read_text())
+        metrics = {r["metric"]: r for r in records["records"]}
+        if variant.startswith("st_"):
+            assert {"ssim_gauss11", "style_loss_adain", "style_loss_stytr2"} <= set(metrics)
+            continue
+        assert {"fid_legacy_pytorch", "swd_pggan", "semantic_consistency_cocosnet",
+                "style_relevance_color_cocosnet", "inference_time_s"} <= set(metrics)
+        assert {"l1", "psnr", "ssim_gauss11"} <= set(metrics)  # every variant warps
+        assert metrics["l1"]["n_samples"] == lay.params["dynast"]["smoke"]["eval"]["n_pairs"]
+
+
 def test_smoke_dag_covers_every_stylenat_variant(built: Path) -> None:
     lay = _layout(built)
     assert [f"stylenat_table{n}.md" for n in "1234"] == sorted(
@@ -206,5 +222,9 @@ def test_the_smoke_showcases_show_each_method_working(built: Path) -> None:
     assert stya2k["style_loss_stytr2"] <= 0.5 * stya2k["style_loss_stytr2@untrained"]
     stylenat = summary("stylenat")  # samples closer to the faces (random-init Inception)
     assert stylenat["fid_legacy_pytorch"] <= 0.3 * stylenat["fid_legacy_pytorch@untrained"]
-    for paper in ("stya2k", "stylenat"):
+    dynast = summary("dynast")  # warped exemplars and outputs closer to the ground truth
+    assert dynast["l1"] <= 0.7 * dynast["l1@untrained"]
+    assert dynast["ssim_gauss11"] >= dynast["ssim_gauss11@untrained"] + 0.05
+    assert dynast["fid_legacy_pytorch"] <= 0.5 * dynast["fid_legacy_pytorch@untrained"]
+    for paper in ("stya2k", "stylenat", "dynast"):
         assert (built / lay.figures(paper) / "smoke_showcase.png").is_file()

@@ -49,7 +49,7 @@ def _stack(paths: list[Path], size: int | None) -> torch.Tensor:
 
 
 def _scored(settings: dict[str, Any], task: str, rows: list[dict[str, str]], base: Path,
-            ctx: Any, source: dict[str, Any]) -> list[ResultRecord]:
+            jpeg_gt: Path, ctx: Any, source: dict[str, Any]) -> list[ResultRecord]:
     size = settings["eval"]["size"]
     outputs = _stack([base / r["output"] for r in rows], None)
     targets = _stack([Path(r["target"]) for r in rows], size)
@@ -67,8 +67,8 @@ def _scored(settings: dict[str, Any], task: str, rows: list[dict[str, str]], bas
                     get("ssim_gauss11")(warps, targets, ctx, source=source, data_range=1.0)]
         for record in records:
             record.protocol["compared"] = "last block's warp vs ground truth"
-    jpeg_out, jpeg_gt = base / JPEG / OUTPUTS, base / JPEG / "targets"
-    if jpeg_gt.is_dir():  # the trained model's samples (the untrained reference has none)
+    jpeg_out = base / JPEG / OUTPUTS
+    if jpeg_out.is_dir():
         input_size = int(settings["eval"]["fid_input_size"])
         for name in ("fid_legacy_pytorch", "fid_clean"):
             records.append(get(name)(jpeg_out, jpeg_gt, ctx, source=source,
@@ -93,12 +93,13 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
     facts = evaluation_facts(settings, samples_dir)
     facts["eval"] = {"n_pairs": len(rows), "size": settings["eval"]["size"]}
     task = read_sidecar(samples_dir)["task"]
-    records = _scored(settings, task, rows, samples_dir, ctx, source)
+    jpeg_gt = samples_dir / JPEG / "targets"
+    records = _scored(settings, task, rows, samples_dir, jpeg_gt, ctx, source)
     for record in records:
         record.facts = facts
     untrained = samples_dir / UNTRAINED
     if untrained.is_dir():
-        extra = _scored(settings, task, rows, untrained, ctx, source)
+        extra = _scored(settings, task, rows, untrained, jpeg_gt, ctx, source)
         for record in extra:
             record.metric += UNTRAINED_SUFFIX
             record.facts = {**{k: v for k, v in facts.items() if k != "training"},

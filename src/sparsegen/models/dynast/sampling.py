@@ -11,8 +11,8 @@ Output folder (written by `sparsegen.sampling.sample_folder`, renamed into place
     kept.json                per block: how many links each query kept (histogram), formed
     timing.json              matching + synthesis per pair (Table 1 "Time")
     sampling.json            the checkpoint and its training recipe
-    untrained/...            with `eval.untrained_reference`: outputs/ and warps/ of the
-                             network initialised as training starts
+    untrained/...            with `eval.untrained_reference`: outputs/, warps/, blocks/ and
+                             jpeg/outputs/ of the network initialised as training starts
 """
 
 from __future__ import annotations
@@ -121,12 +121,15 @@ def generate(net: torch.nn.Module, settings: dict[str, Any], pairs: list[dict[st
                                           zip(entry["histogram"], counts.tolist(), strict=False)]
 
 
-def write_jpegs(root: Path, pairs: list[dict[str, Any]], size: int, quality: int) -> None:
+def write_jpegs(root: Path, pairs: list[dict[str, Any]], size: int, quality: int,
+                targets: bool = True) -> None:
     """jpeg/outputs/<id>.jpg (the PNG outputs re-encoded) and jpeg/targets/<id>.jpg (ground
     truths at `size`), JPEG at `quality`."""
     for pair in pairs:
         output = read_image(root / OUTPUTS / f"{pair['id']}.png")
         write_image(root / JPEG / OUTPUTS / f"{pair['id']}.jpg", output, quality=quality)
+        if not targets:
+            continue
         target = to_uint8(load_rgb(pair["target"].path, size=size))
         write_image(root / JPEG / "targets" / f"{pair['id']}.jpg", target, quality=quality)
 
@@ -157,6 +160,9 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
         folder.sidecar["task"] = task
         if task != "style":
             write_jpegs(folder.path, pairs, ev["size"], ev["jpeg_quality"])
+            if ev.get("untrained_reference"):
+                write_jpegs(folder.path / UNTRAINED, pairs, ev["size"], ev["jpeg_quality"],
+                            targets=False)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
