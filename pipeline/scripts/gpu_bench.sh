@@ -5,7 +5,9 @@
 #
 #   SPARSEGEN_GIT_COMMIT=<full commit of the copy> bash pipeline/scripts/gpu_bench.sh WHAT [OUT]
 #
-# WHAT: stya2k | stylenat (python -m sparsegen bench WHAT, CSV and log into OUT) | released (the
+# WHAT: stya2k | stylenat (python -m sparsegen bench WHAT, CSV and log into OUT) | dynast
+# (python -m sparsegen.bench.dynast, arguments after OUT go to it, e.g. --parts variants; the
+# CSV is $DYNAST_CSV.csv, default dynast) | released (the
 # authors'-weights variants' convert/sample/evaluate cost, python -m sparsegen.bench.released;
 # arguments after OUT go to it, e.g. --variants released_ffhq1024) | tests (pytest -m gpu on
 # tests/gpu and tests/models/test_stylenat_evaluation.py). OUT defaults to
@@ -66,12 +68,19 @@ case $what in
             | tee "$out/$name.log"
         echo "bench released: $((SECONDS - start)) s" | tee -a "$out/$name.log"
         ;;
+    dynast)
+        start=$SECONDS
+        name=${DYNAST_CSV:-dynast}
+        python3 -m sparsegen.bench.dynast --out "$out/$name.csv" "${extra[@]}" 2>&1 \
+            | tee "$out/$name.log"
+        echo "bench dynast: $((SECONDS - start)) s" | tee -a "$out/$name.log"
+        ;;
     tests)
         python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu \
             tests/models/test_stylenat_evaluation.py 2>&1 | tee "$out/gpu_tests.log"
         ;;
     *)
-        echo "unknown WHAT: $what (stya2k | stylenat | released | tests | wheels)" >&2
+        echo "unknown WHAT: $what (stya2k | stylenat | dynast | released | tests | wheels)" >&2
         exit 2
         ;;
 esac

@@ -45,7 +45,7 @@ def _paper_time(variant: str) -> float:
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory) -> tuple[list[str], list[dict[str, str]]]:
-    out = bench.run(tmp_path_factory.mktemp("bench") / "dynast.csv", device_name="cpu",
+    out = bench.run(tmp_path_factory.mktemp("bench") / "dynast.csv", [16, 32], "cpu",
                     parts=("variants", "attention", "scaling"), variant_calls=(1, 1),
                     attention_calls=(1, 2), scaling_calls=(1, 1))
     return _read(out)
@@ -57,12 +57,19 @@ def test_plan_follows_params() -> None:
     gpu = bench.plan_for(CUDA)  # builds no tensor: only the device type is read
     ev = _settings("paper")["eval"]
     assert gpu.variant_calls == (ev["timing_warmup"], ev["timing_repeats"]) == (10, 1000)
-    # the paper's batch and its per-GPU share (Sec. 4: 32 over 8 V100s)
-    assert gpu.precisions == ("fp32", "fp32+tf32conv") and gpu.train_batches == (32, 4)
+    # the paper's batch and its shares on 2, 4, 8 devices (Sec. 4: 32 over 8 V100s)
+    assert gpu.precisions == ("fp32", "fp32+tf32conv") and gpu.train_batches == (32, 16, 8, 4)
     assert gpu.attention_sides == (32, 64, 128, 256, 512)
     assert gpu.scaling_sides == (256, 512, 1024) and gpu.parts == bench.PARTS
     assert bench.plan_for(CPU, [32, 64, 128]).scaling_sides == (32, 64, 128)
-    assert bench.plan_for(CPU).train_batches == (_settings("smoke")["train"]["batch_size"],)
+    smoke = _settings("smoke")["train"]["batch_size"]
+    assert bench.plan_for(CPU).train_batches == bench.device_shares(smoke)
+
+
+@pytest.mark.parametrize(("batch", "shares"), [
+    (32, (32, 16, 8, 4)), (64, (64, 32, 16, 8)), (12, (12, 6, 3)), (2, (2, 1)), (7, (7,))])
+def test_device_shares_stop_at_the_papers_gpus(batch: int, shares: tuple[int, ...]) -> None:
+    assert bench.device_shares(batch) == shares
 
 
 @pytest.mark.parametrize(("preset", "widths"), [
@@ -139,8 +146,8 @@ def test_dry_run_writes_every_part(dry_run) -> None:
 
     scaling = [r for r in rows if r["part"] == "scaling" and r["kind"] == "inference"]
     assert [(r["side"], r["variant"]) for r in scaling] == [
-        ("32", "df_full + model.size=32, model.max_match_res=32"),
-        ("64", "df_full + model.size=64, model.max_match_res=64")]
+        ("16", "df_full + model.size=16, model.max_match_res=16"),
+        ("32", "df_full + model.size=32, model.max_match_res=32")]
     small, large = (float(r["mean_ms"]) for r in scaling)
     assert float(scaling[1]["time_exponent_vs_half_side"]) == pytest.approx(
         math.log(large / small) / math.log(4), abs=1e-3)
@@ -356,3 +363,22 @@ def test_training_step_and_gpu_hours(tmp_path) -> None:
     assert f"x {batch} device(s) (global batch {batch} / 1)" in row["derived_from"]
     assert "|train list| = 1000 (given)" in row["derived_from"] and "1000" in row["note"]
     assert row["deterministic"] == str(settings["deterministic"])
+
+
+# --- the module's command line ------------------------------------------------------------------
+
+def test_command_line_sets_plan_fields(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        bench.main(["--help"])
+    assert done.value.code == 0 and "--variant-calls WARMUP TIMED" in capsys.readouterr().out
+    out = tmp_path / "attention.csv"
+    bench.main(["--device", "cpu", "--out", str(out), "--parts", "attention",
+                "--attention-sides", "4", "8", "--attention-calls", "1", "1"])
+    assert capsys.readouterr().out.strip() == str(out)
+    _, rows = _read(out)
+    cost = [r for r in rows if r["kind"] == "attention_cost"]
+    assert {(r["part"], r["side"], r["warmup"], r["repeats"]) for r in cost} == {
+        ("attention", "4", "1", "1"), ("attention", "8", "1", "1")}
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cpu", "--parts", "latency"])
+

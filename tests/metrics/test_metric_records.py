@@ -34,7 +34,9 @@ def _record(sha: str = "ab" * 32, protocol: dict | None = None) -> ResultRecord:
 def test_registry_has_exactly_the_protocol_names():
     assert names() == sorted([
         "content_loss_stytr2", "style_loss_stytr2", "lpips_alex", "ssim_gauss11", "psnr", "l1",
-        "fid_legacy_pytorch", "fid_clean", "swd_pggan", "ssim_gray_skimage"])
+        "fid_legacy_pytorch", "fid_clean", "swd_pggan", "ssim_gray_skimage",
+        "semantic_consistency_cocosnet", "style_relevance_color_cocosnet",
+        "style_relevance_texture_cocosnet", "style_loss_adain"])
     assert get("ssim_gauss11").higher_is_better and not get("fid_clean").higher_is_better
     with pytest.raises(KeyError, match=r"fid50k.*registered: content_loss_stytr2"):
         get("fid50k")

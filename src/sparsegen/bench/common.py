@@ -34,13 +34,14 @@ from sparsegen.timing import wall_times
 
 COLUMNS = (
     # what the row is
-    "paper",             # stya2k | stylenat
+    "paper",             # stya2k | stylenat | dynast
     "kind",              # inference | train_loader | train_step | train_loop | throughput |
                          # attention_cost | summary | run
     "model",             # the network (StyA2K: its transform; StyleNAT: stylenat | styleswin)
     "variant",           # the params.yaml variant its settings come from (and any override)
     "metric",            # summary rows: what `value` is; StyleNAT train_step rows:
                          # iteration | iteration_with_r1
+    "part",              # DynaST: variants | attention | scaling | training
     # settings of the measurement
     "attention",         # the attention computed (a2k, adaattn, hydra_na, neighborhood, dense, ...)
     "backend",           # its kernel (sdpa | explicit | torch | flex | natten | none)
@@ -66,6 +67,7 @@ COLUMNS = (
     "imgs_per_s", "params_m",
     "time_exponent_vs_half_side",  # log-log slope of time against pixels from side / 2
     "ratio_to_adaattn", "ratio_to_adaattn_dense",  # StyA2K: time / the peer's, same settings
+    "target", "target_met",  # a summary's target (e.g. "<= 0.44") and met | not met
     "iterations",        # training iterations of one model (the gpu_hours_per_model basis)
     "gpu_hours_per_model",
     "derived_from",      # the measurement and formula behind gpu_hours_per_model

@@ -20,19 +20,21 @@ matching cheap): four parts, one CSV (results/bench/dynast.csv), told apart by t
   and one inter-scale block (Eq. 3: 4k candidates from a random top-k of the half-side grid)
   followed by one inner-scale block (Eq. 4: 5k candidates from the first's top-k), candidate
   lists included. Time, peak memory, the scores formed (`count_scores`); out of memory is a
-  result. Summary rows: the least-squares exponent of time against H·W per form, and the
-  smallest side at which the sparse pair is faster than each dense form (a dense form that ran
-  out of memory counts as slower).
+  result. Summary rows: the least-squares exponent of time against H·W per form over every side
+  that ran (small sides are launch-bound on a GPU: each row's `time_exponent_vs_half_side` gives
+  the growth from the side below), and the smallest side at which the sparse pair is faster than
+  each dense form (a dense form that ran out of memory counts as slower).
 - `scaling`: the df_full generator at 256², 512², 1024² (the `sizes` argument): model.size set to
   the side and max_match_res scaled with it, so every level is attended as in Ours at 256²
   (random weights, batch 1); an exponent of time against H·W over the sides.
 - `training`: one DynaSTTask.train_step (G step with the supervised objective and D step; random
   weights, random-init loss VGG) on one device, on a synthetic batch already in host memory (its
   copy to the device included, no data loading), under the training job's determinism switches,
-  at the paper's batch 32 and at its per-GPU batch 4 (Sec. 4: 32 over 8 V100s; on one H200 the
-  batch of 32 runs out of memory, which is recorded). GPU-hours of the paper's schedule =
-  (epochs + decay_epochs) x ceil(|train list| / 32) iterations x seconds per step x 32 / batch
-  devices / 3600 (for batch 4: assuming that step time on each of 8 devices under DDP).
+  at the paper's batch 32 and at its shares on 2, 4 and 8 devices (16, 8, 4: Sec. 4 trained on
+  8 V100s; on one H200, batch 32 runs out of memory, which is recorded, and 16 peaks at about
+  96 GiB). GPU-hours of the paper's schedule = (epochs + decay_epochs) x ceil(|train list| / 32)
+  iterations x seconds per step x 32 / batch devices / 3600 (below 32: assuming that step time
+  on each device under DDP).
   |train list| (CoCosNet's DeepFashion train.txt) is not known offline: ASSUMED_TRAIN_PAIRS
   (every DeepFashion In-shop image, an upper bound) unless given; each training row states the
   number used.
@@ -41,16 +43,19 @@ Every part runs under both precisions of bench.common (strict fp32, and PyTorch'
 fp32+tf32conv); every model call's first call counts the scores and is one of the warm-up calls
 (its seconds are `compile_s`). On the CPU the same code is a dry run for the tests: the smoke
 preset's tiny models, fp32 only, attention sides 8 and 16, scaling sides 32 and 64, one or two
-calls per row. `run(..., parts=..., variant_calls=..., ...)` changes any field of `Plan`.
+calls per row. `run(..., parts=..., variant_calls=..., ...)` changes any field of `Plan`, as do
+the options of `python -m sparsegen.bench.dynast` (e.g. `--parts variants --variant-calls 10
+100`; `python -m sparsegen bench dynast` runs the defaults).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,7 @@ from sparsegen.attention.dynamic_sparse import (
     sparse_dynamic_attention,
 )
 from sparsegen.bench.common import (
+    PRECISIONS,
     environment,
     exponent,
     failed_timing,
@@ -163,15 +169,23 @@ def plan_for(device: torch.device, sizes: Sequence[int] | None = None) -> Plan:
     preset = "smoke" if dry else "paper"
     settings = variant_settings(FULL, preset)
     ev, calls = settings["eval"], CALLS["cpu" if dry else "cuda"]
-    batch = settings["train"]["batch_size"]
     return Plan(preset=preset, parts=PARTS, precisions=("fp32",) if dry else GPU_PRECISIONS,
                 variant_calls=(ev["timing_warmup"], ev["timing_repeats"]),
                 attention_sides=DRY_RUN_ATTENTION_SIDES if dry else ATTENTION_SIDES,
                 attention_calls=calls["attention"],
                 scaling_sides=tuple(sizes or (DRY_RUN_SIZES if dry else SIZES)),
                 scaling_calls=calls["scaling"],
-                train_batches=tuple(b for b in dict.fromkeys((batch, batch // PAPER_GPUS)) if b),
+                train_batches=device_shares(settings["train"]["batch_size"]),
                 train_calls=calls["training"], train_pairs=ASSUMED_TRAIN_PAIRS)
+
+
+def device_shares(batch: int) -> tuple[int, ...]:
+    """Per-device batches of `batch` on 1, 2, 4, ... PAPER_GPUS devices (those that divide it)."""
+    shares, devices = [], 1
+    while devices <= PAPER_GPUS and batch % devices == 0:
+        shares.append(batch // devices)
+        devices *= 2
+    return tuple(shares)
 
 
 def check_plan(plan: Plan) -> None:
@@ -179,12 +193,12 @@ def check_plan(plan: Plan) -> None:
     unknown = [p for p in plan.parts if p not in PARTS]
     if unknown:
         raise ValueError(f"bench dynast parts: {unknown} unknown; choose from {PARTS}")
-    model = variant_settings(FULL, plan.preset)["model"]
+    settings = variant_settings(FULL, plan.preset)
     for side in plan.attention_sides:
-        level_width(model, side)
+        level_width(settings["model"], side)
     for side in plan.scaling_sides:
-        scaled_model(model, side)
-    batch = variant_settings(FULL, plan.preset)["train"]["batch_size"]
+        scaled_model(settings["model"], side)
+    batch = settings["train"]["batch_size"]
     uneven = [b for b in plan.train_batches if b < 1 or batch % b]
     if uneven:
         raise ValueError(f"bench dynast train_batches: {uneven} do not divide train.batch_size "
@@ -244,10 +258,10 @@ def exponent_row(rows: Sequence[dict[str, Any]], part: str, metric: str, label: 
     value = fit_exponent([r["side"] ** 2 for r in ok], [r["mean_ms"] for r in ok])
     sides = [r["side"] for r in ok]
     return {"part": part, "kind": "summary", "metric": metric, "precision": label, "batch": 1,
-            "value": round(value, 3) if not math.isnan(value) else value, "unit": EXPONENT_UNIT,
+            "value": round(value, 3), "unit": EXPONENT_UNIT,
             "status": "no result" if math.isnan(value) else "ok",
             "note": (f"least-squares fit of log mean time on log H·W over sides {sides}; "
-                     f"{note}") if sides else "fewer than two sides ran"}
+                     f"{note}") if len(sides) > 1 else f"fewer than two sides ran: {sides}"}
 
 
 def add_half_side_exponents(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
@@ -589,3 +603,39 @@ def run(out: Path | None = None, sizes: Sequence[int] | None = None, device_name
     device = resolve_device(device_name)
     out = out or Path(Layout(load_params()).bench(PAPER))
     return benchmark(replace(plan_for(device, sizes), **changes), device, out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m sparsegen.bench.dynast`: `run` with any field of `Plan` set from the options."""
+    p = argparse.ArgumentParser(prog="python -m sparsegen.bench.dynast",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=None,
+                   help="CSV to write (default results/bench/dynast.csv)")
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help=f"image sides of the scaling part (default {' '.join(map(str, SIZES))})")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=None, help="default: all")
+    p.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=None,
+                   help=f"default: {' '.join(GPU_PRECISIONS)} (fp32 on the CPU)")
+    p.add_argument("--variant-calls", type=int, nargs=2, metavar=("WARMUP", "TIMED"),
+                   help="forwards per variant (default eval.timing_warmup, eval.timing_repeats)")
+    for flag, part in (("attention", "attention"), ("scaling", "scaling"), ("train", "training")):
+        p.add_argument(f"--{flag}-calls", type=int, nargs=2, metavar=("WARMUP", "TIMED"),
+                       help=f"calls per {part} row (default on a GPU: "
+                            f"{' '.join(map(str, CALLS['cuda'][part]))})")
+    p.add_argument("--attention-sides", type=int, nargs="+", default=None,
+                   help=f"default {' '.join(map(str, ATTENTION_SIDES))}")
+    p.add_argument("--train-batches", type=int, nargs="+", default=None,
+                   help="per-device batches of the training step (default: train.batch_size "
+                        "on 1, 2, 4, 8 devices)")
+    p.add_argument("--train-pairs", type=int, default=None,
+                   help=f"|train list| of the GPU-hours (default ASSUMED_TRAIN_PAIRS = "
+                        f"{ASSUMED_TRAIN_PAIRS}, an upper bound)")
+    args = vars(p.parse_args(argv))
+    changes = {f.name: tuple(args[f.name]) if isinstance(args[f.name], list) else args[f.name]
+               for f in fields(Plan) if args.get(f.name) is not None}
+    print(run(args["out"], args["sizes"], args["device"], **changes))
+
+
+if __name__ == "__main__":
+    main()
