@@ -76,8 +76,8 @@ def test_smoke_dag_writes_every_result(built: Path) -> None:
 
 def test_smoke_dag_covers_every_dynast_variant(built: Path) -> None:
     lay = _layout(built)
-    assert ["dynast_table1.md", "dynast_table2.md"] == sorted(
-        Path(t).name for t in lay.tables("dynast") if t.endswith(".md"))
+    tables = sorted(Path(t).name for t in lay.tables("dynast") if t.endswith(".md"))
+    assert tables == ["dynast_table1.md", "dynast_table2.md"]
     for variant in lay.params["dynast"]["variants"]:
         records = json.loads((built / lay.run("dynast", variant, "metrics.json")).read_text())
         metrics = {r["metric"]: r for r in records["records"]}

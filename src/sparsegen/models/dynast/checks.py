@@ -11,6 +11,7 @@ from typing import Any
 # edges, style = the content image itself.
 LABEL_CHANNELS = {"pose": 20, "edge": 15, "style": 3}
 MATCHINGS = ("dynast", "dense", "patchmatch")
+OFFICIAL_LEVELS = 4  # the released generator's scales (official_repos §1.2)
 
 
 def levels(model: Mapping[str, Any]) -> int:
@@ -37,6 +38,31 @@ def attended_levels(model: Mapping[str, Any], size: int) -> list[int]:
     return [i for i in coarse_first if sides[i] <= limit]
 
 
+def official_problems(model: Mapping[str, Any]) -> list[str]:
+    """What in `model` the official generator cannot be (one message per key, naming it and
+    the value to set; [] when none)."""
+    out = []
+    widths = list(model["widths"])
+    if len(widths) != OFFICIAL_LEVELS or any(w != widths[0] << i for i, w in enumerate(widths)):
+        out.append(f"model.widths: {widths}, the official generator has {OFFICIAL_LEVELS} "
+                   f"levels of doubling widths (set [n, 2n, 4n, 8n], e.g. [64, 128, 256, 512])")
+    for key, ratio in (("pos_ratio", model["pos_ratio"]), ("prune_ratio", model["prune_ratio"])):
+        if widths and widths[0] % ratio:
+            out.append(f"model.{key}: {ratio} does not divide widths[0] = {widths[0]}")
+    required = {"matching": "dynast", "pruning": True, "inner_scale": True,
+                "score_norm": "official", "spade_norm": "positional"}
+    for key, want in required.items():
+        if model[key] != want:
+            out.append(f"model.{key}: {model[key]}, the official generator has {want} "
+                       f"(set {str(want).lower() if isinstance(want, bool) else want})")
+    if model["max_match_res"] != model["size"]:
+        out.append(f"model.max_match_res: {model['max_match_res']}, the official generator "
+                   f"attends at every level (set model.size, {model['size']})")
+    if model["size"] % (1 << (OFFICIAL_LEVELS - 1)):
+        out.append(f"model.size: {model['size']} is not divisible by {1 << (OFFICIAL_LEVELS - 1)}")
+    return out
+
+
 def problems(s: Mapping[str, Any]) -> list[str]:
     """Sizes the pyramid cannot divide, Ours-x limits that are not a level's side."""
     found = []
@@ -57,6 +83,8 @@ def problems(s: Mapping[str, Any]) -> list[str]:
     if model["matching"] == "dense" and model["size"] // 4 not in sides:
         found.append(f"model.matching dense attends at model.size / 4 = {model['size'] // 4}, "
                      f"which is not a level side ({', '.join(map(str, sides))})")
+    if model["architecture"] == "official":
+        found += official_problems(model)
     if model["task"] == "style" and model["matching"] != "dynast":
         found.append("model.matching: the style task has no peers; use dynast")
     return found
