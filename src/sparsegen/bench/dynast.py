@@ -159,8 +159,11 @@ def variant_settings(variant: str, preset: str) -> dict[str, Any]:
 
 
 def deepfashion_variants(preset: str) -> list[str]:
-    """The df_* variants of params.yaml, in its order."""
-    return [v for v in variant_entries(_params(preset), PAPER) if v.startswith(VARIANT_PREFIX)]
+    """The trained df_* variants of params.yaml, in its order (the authors' released network,
+    `df_released`, is the official architecture: not one of Table 1's timed rows)."""
+    entries = variant_entries(_params(preset), PAPER)
+    return [v for v, entry in entries.items()
+            if v.startswith(VARIANT_PREFIX) and not entry.get("released")]
 
 
 def plan_for(device: torch.device, sizes: Sequence[int] | None = None) -> Plan:
