@@ -38,17 +38,19 @@ def test_paper_preset_plans_every_job_without_data(repo_copy: Path, sh) -> None:
     released = {(p, v) for p in params["papers"] for v, e in params[p]["variants"].items()
                 if e.get("released")}
     assert released == {("stya2k", "released"), ("stylenat", "released_ffhq256"),
-                        ("stylenat", "released_ffhq1024")}
-    assert set(params["papers"]) == {"stya2k", "stylenat"}
-    # sources coco2014_train, wikiart, ffhq (one download for 256 and 1024), lsun_church_outdoor
-    assert counts["fetch_dataset"] == 4
-    assert counts["prepare_dataset"] == 5  # ... and ffhq256, ffhq1024, lsun_church256
+                        ("stylenat", "released_ffhq1024"), ("dynast", "df_released")}
+    assert set(params["papers"]) == {"stya2k", "stylenat", "dynast"}
+    # sources coco2014_train, wikiart (StyA2K and DynaST's style variant), ffhq (one download
+    # for 256 and 1024), lsun_church_outdoor, deepfashion, celebahq_edge, dpst_pairs
+    assert counts["fetch_dataset"] == 7
+    assert counts["prepare_dataset"] == 8  # ... and ffhq256, ffhq1024, lsun_church256
     # the authors' weights: a convert job each, no training; sampled and scored as the rest
     assert counts["convert"] == len(released)
     assert counts["train"] == n_variants - len(released)
     assert counts["sample"] == counts["evaluate"] == n_variants
     assert counts["tabulate_stya2k"] == counts["tabulate_stylenat"] == 1
-    assert counts["figures"] == 2
+    assert counts["tabulate_dynast"] == 1
+    assert counts["figures"] == 3
     assert counts["report"] == 1
     assert not (repo_copy / "data").exists()
 
