@@ -33,11 +33,14 @@ def add_toy_paper(repo: Path) -> None:
     registry.write_text(text.replace('REGISTERED = (\n', 'REGISTERED = (\n'
                                      '    "sparsegen.models.toy",\n', 1))
     schema = repo / "pipeline" / "schemas" / "params.schema.yaml"  # the papers enum
-    text = schema.read_text()
-    schema.write_text(text.replace("items: {enum: [stya2k, stylenat]}",
-                                   "items: {enum: [stya2k, stylenat, toy]}", 1))
+    text, n = re.subn(r"items: \{enum: \[([a-z0-9_, ]+)\]\}", r"items: {enum: [\1, toy]}",
+                      schema.read_text(), count=1)
+    assert n == 1, f"{schema}: the papers enum was not found"
+    schema.write_text(text)
     params = repo / "params.yaml"  # its block; build only it by default (a fast test)
-    text = params.read_text().replace("papers: [stya2k, stylenat]", "papers: [toy]", 1)
+    text, n = re.subn(r"^papers: \[[a-z0-9_, ]+\]", "papers: [toy]", params.read_text(),
+                      count=1, flags=re.MULTILINE)
+    assert n == 1, f"{params}: the papers list was not found"
     params.write_text(text + (TOY / "params.toy.yaml").read_text())
 
 

@@ -38,7 +38,7 @@ def _layout(repo: Path) -> Layout:
 
 def test_smoke_dag_writes_every_result(built: Path) -> None:
     lay = _layout(built)
-    for paper in ("stya2k", "stylenat"):
+    for paper in ("stya2k", "stylenat", "dynast"):
         for table in lay.tables(paper):
             text = (built / table).read_text()
             assert "smoke" in text
@@ -72,6 +72,11 @@ def test_smoke_dag_writes_every_result(built: Path) -> None:
               and r["metric"] != "inference_time_s"]
     assert table1 and all("not the authors' weights" in r["non_comparable_reasons"]
                           for r in table1)
+    dynast1 = [r for r in csv.DictReader((built / lay.table("dynast", "1", "csv")).open())
+               if r["variant"] == "df_released" and r["reproduced_value"]
+               and r["metric"] != "inference_time_s"]
+    assert dynast1 and all("not the authors' weights" in r["non_comparable_reasons"]
+                           for r in dynast1)
 
 
 def test_smoke_dag_covers_every_dynast_variant(built: Path) -> None:
@@ -152,16 +157,17 @@ def test_a_code_edit_reruns_exactly_the_jobs_that_run_that_code(built: Path, sh)
 
 
 def test_one_variant_change_reruns_only_that_variant(built: Path, sh) -> None:
-    """(a) change one ablation's setting: only its stages (and what uses them) are stale, and
-    `dvc repro` reruns exactly those."""
+    """(a) change one ablation's setting (a StyA2K and a DynaST one): only their stages (and
+    what uses them) are stale, and `dvc repro` reruns exactly those."""
     lay = _layout(built)
     params_file = built / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     params["stya2k"]["variants"]["wo_da"]["train"] = {"lr": 1.0e-4}
+    params["dynast"]["variants"]["df_wo_dyna"]["train"] = {"lr_g": 1.0e-4}
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
     status = json.loads(sh(["dvc", "status", "--json"], built).stdout)
-    assert set(status) == {"train-stya2k-wo_da"}
+    assert set(status) == {"train-stya2k-wo_da", "train-dynast-df_wo_dyna"}
 
     others = {v: (built / lay.run("stya2k", v, "final.pt")).stat().st_mtime_ns
               for v in lay.variants("stya2k") if v != "wo_da"}
@@ -169,7 +175,8 @@ def test_one_variant_change_reruns_only_that_variant(built: Path, sh) -> None:
     out = sh(["dvc", "repro"], built).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == {"train-stya2k-wo_da", "evaluate-stya2k-wo_da", "tables-stya2k",
-                   "figures-stya2k", "report"}, out
+                   "figures-stya2k", "train-dynast-df_wo_dyna", "evaluate-dynast-df_wo_dyna",
+                   "tables-dynast", "figures-dynast", "report"}, out
     assert (built / lay.run("stya2k", "wo_da", "final.pt")).read_bytes() != before
     for v, mtime in others.items():
         assert (built / lay.run("stya2k", v, "final.pt")).stat().st_mtime_ns == mtime, v
