@@ -230,8 +230,9 @@ def test_the_smoke_showcases_show_each_method_working(built: Path) -> None:
     stylenat = summary("stylenat")  # samples closer to the faces (random-init Inception)
     assert stylenat["fid_legacy_pytorch"] <= 0.3 * stylenat["fid_legacy_pytorch@untrained"]
     dynast = summary("dynast")  # warped exemplars and outputs closer to the ground truth
-    assert dynast["l1"] <= 0.7 * dynast["l1@untrained"]
-    assert dynast["ssim_gauss11"] >= dynast["ssim_gauss11@untrained"] + 0.05
-    assert dynast["fid_legacy_pytorch"] <= 0.5 * dynast["fid_legacy_pytorch@untrained"]
+    assert dynast["l1"] <= 0.7 * dynast["l1@untrained"]  # the last warp
+    assert dynast["ssim_gauss11"] >= 2 * dynast["ssim_gauss11@untrained"]
+    for name in ("fid_legacy_pytorch", "swd_pggan"):  # the outputs (random-init Inception)
+        assert dynast[name] <= 0.7 * dynast[f"{name}@untrained"]
     for paper in ("stya2k", "stylenat", "dynast"):
         assert (built / lay.figures(paper) / "smoke_showcase.png").is_file()
