@@ -43,6 +43,7 @@ from PIL import Image
 from sparsegen.data.deepfashion import (
     DRIVE,
     ManualFiles,
+    ManualSource,
     Needed,
     Pair,
     numbered_lines,
@@ -138,21 +139,11 @@ def _mask_files(raw_dir: Path) -> set[str]:
 
 
 @dataclass(frozen=True)
-class CelebAHQEdgeSource:
+class CelebAHQEdgeSource(ManualSource):
     """CelebA-HQ faces with part maps (for the edge label) and retrieval exemplars."""
 
     name: str = "celebahq_edge"
     files: ManualFiles = FILES
-    synthetic = False
-
-    def raw_files(self, raw_dir: Path) -> list[Path]:
-        return self.files.raw_files(Path(raw_dir))
-
-    def fetch(self, dataset: str, raw_dir: Path) -> None:
-        self.files.fetch(dataset, Path(raw_dir))
-
-    def upstream(self, raw_dir: Path) -> dict[str, Any]:
-        return self.files.upstream(Path(raw_dir))
 
     @contextmanager
     def items(self, dataset: str, settings: Mapping[str, Any],

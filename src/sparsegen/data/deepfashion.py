@@ -309,11 +309,12 @@ FILES = ManualFiles(
 
 
 @dataclass(frozen=True)
-class DeepFashionSource:
-    """DeepFashion In-shop for pose-guided person synthesis, CoCosNet's split and pairs."""
+class ManualSource:
+    """A real source whose files are placed by hand (`ManualFiles`): fetch checks and pins
+    them; a subclass adds `items`."""
 
-    name: str = "deepfashion"
-    files: ManualFiles = FILES
+    name: str
+    files: ManualFiles
     synthetic = False
 
     def raw_files(self, raw_dir: Path) -> list[Path]:
@@ -324,6 +325,14 @@ class DeepFashionSource:
 
     def upstream(self, raw_dir: Path) -> dict[str, Any]:
         return self.files.upstream(Path(raw_dir))
+
+
+@dataclass(frozen=True)
+class DeepFashionSource(ManualSource):
+    """DeepFashion In-shop for pose-guided person synthesis, CoCosNet's split and pairs."""
+
+    name: str = "deepfashion"
+    files: ManualFiles = FILES
 
     @contextmanager
     def items(self, dataset: str, settings: Mapping[str, Any],
