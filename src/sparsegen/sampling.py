@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,6 +84,18 @@ def read_sidecar(samples_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: the sample step's record not found (run the sample "
                                 "step)")
     return read_json(path)
+
+
+def read_index(samples_dir: str | Path, name: str, what: str) -> list[dict[str, str]]:
+    """The rows of the sample step's CSV index `name` (e.g. the stylised pairs), non-empty."""
+    path = Path(samples_dir) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} index not found (run the sample step)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no {what} listed")
+    return rows
 
 
 def evaluation_facts(settings: Mapping[str, Any], samples_dir: str | Path) -> dict[str, Any]:

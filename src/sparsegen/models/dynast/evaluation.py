@@ -15,7 +15,6 @@ With an untrained/ folder the image metrics again for it, named <metric>@untrain
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,12 @@ from sparsegen.io import read_json
 from sparsegen.metrics import registry
 from sparsegen.metrics.records import ResultRecord, timing_record
 from sparsegen.models.dynast.sampling import JPEG, OUTPUTS, PAIRS_CSV, TIMING_JSON, UNTRAINED
-from sparsegen.sampling import evaluation_facts, metric_context, read_sidecar
+from sparsegen.sampling import (
+    evaluation_facts,
+    metric_context,
+    read_index,
+    read_sidecar,
+)
 
 METRIC_BATCH = 8
 UNTRAINED_SUFFIX = "@untrained"
@@ -34,14 +38,7 @@ WHOLE_IMAGE = "one whole-image region (no parsing maps: CoCosNet never published
 
 
 def _rows(samples_dir: Path) -> list[dict[str, str]]:
-    path = samples_dir / PAIRS_CSV
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pairs index not found (run the sample step)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path}: no pairs listed")
-    return rows
+    return read_index(samples_dir, PAIRS_CSV, "pairs")
 
 
 def _stack(paths: list[Path], size: int | None) -> torch.Tensor:

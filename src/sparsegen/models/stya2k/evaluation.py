@@ -7,7 +7,6 @@ record states the image side (what it measured does not depend on training)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,14 @@ from sparsegen.io import read_json
 from sparsegen.metrics import registry
 from sparsegen.metrics.records import ResultRecord, timing_record
 from sparsegen.models.stya2k.sampling import SAMPLES_CSV, TIMING_JSON, UNTRAINED
-from sparsegen.sampling import evaluation_facts, metric_context
+from sparsegen.sampling import evaluation_facts, metric_context, read_index
 
 METRIC_BATCH = 8
 UNTRAINED_SUFFIX = "@untrained"  # records of the untrained network's outputs
 
 
 def _rows(samples_dir: Path) -> list[dict[str, str]]:
-    path = samples_dir / SAMPLES_CSV
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: samples index not found (run the sample step)")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path}: no samples listed")
-    return rows
+    return read_index(samples_dir, SAMPLES_CSV, "samples")
 
 
 def _stack(paths: list[str], size: int | None, base: Path) -> torch.Tensor:
