@@ -98,6 +98,16 @@ def to_official(ours: Mapping[str, torch.Tensor], renames: Sequence[Rename]
             for r in renames}
 
 
+def single_release(settings: Mapping[str, Any]) -> str:
+    """The one manifest name of a released variant whose authors ship one file."""
+    names = list(settings.get("released") or [])
+    if len(names) != 1:
+        raise ConversionError(f"{settings.get('paper')} released variant "
+                              f"{settings.get('variant')!r}: expected one manifest name in "
+                              f"`released`, got {names}")
+    return names[0]
+
+
 def source_kind(settings: Mapping[str, Any], name: str) -> str:
     """`file` or `stand-in` for released weights `name` under the job's settings (module doc);
     raises WeightsError when `weights: pretrained` needs a file that is not there."""

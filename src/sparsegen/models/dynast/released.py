@@ -45,6 +45,7 @@ from sparsegen.released import (
     convert_state,
     official_file,
     released_facts,
+    single_release,
     source_kind,
     to_official,
     write_converted,
@@ -236,11 +237,7 @@ def convert(settings: dict[str, Any], out: Path, device: torch.device) -> None:
     manifest name) as our `generator`, from the verified file or, without it, the stand-in
     (`sparsegen.released.source_kind`); checked one-to-one, loaded strictly and run once on
     `device`."""
-    names = list(settings.get("released") or [])
-    if len(names) != 1:
-        raise ConversionError(f"dynast released variant {settings.get('variant')!r}: expected "
-                              f"one manifest name in `released`, got {names}")
-    name, model = names[0], settings["model"]
+    name, model = single_release(settings), settings["model"]
     problems = settings_problems(model)
     if model["architecture"] != "official":
         problems.insert(0, f"model.architecture: {model['architecture']}, the released "

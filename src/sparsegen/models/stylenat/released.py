@@ -54,6 +54,7 @@ from sparsegen.released import (
     convert_state,
     official_file,
     released_facts,
+    single_release,
     source_kind,
     to_official,
     write_converted,
@@ -340,11 +341,7 @@ def convert(settings: dict[str, Any], out: Path, device: torch.device) -> None:
     """Write `out` (converted.pt): the released generator of `settings["released"]` (one
     manifest name) as our `g_ema`, from the verified file or, without it, the stand-in
     (`sparsegen.released.source_kind`)."""
-    names = list(settings.get("released") or [])
-    if len(names) != 1:
-        raise ConversionError(f"stylenat released variant {settings.get('variant')!r}: expected "
-                              f"one manifest name in `released`, got {names}")
-    name, model = names[0], settings["model"]
+    name, model = single_release(settings), settings["model"]
     kind = source_kind(settings, name)
     if kind == FILE:
         path, sha256 = official_file(settings, name)
