@@ -62,6 +62,10 @@ def source_raw_dir(wildcards):
     return L.source_raw(wildcards.source)
 
 
+def fetch_inputs(wildcards):
+    return L.fetch_inputs(wildcards.source)
+
+
 def prepare_inputs(wildcards):
     return L.prepare_inputs(wildcards.dataset)
 

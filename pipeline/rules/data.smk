@@ -2,7 +2,10 @@
 
 
 rule fetch_dataset:
-    """Download and verify one upstream source (shared by the datasets made from it)."""
+    """Download and verify one upstream source (shared by the datasets made from it); a source
+    that prepares from another's download fetches after it."""
+    input:
+        fetch_inputs,
     output:
         L.source_receipt("{source}"),
     params:

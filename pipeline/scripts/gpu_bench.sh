@@ -7,7 +7,9 @@
 #
 # WHAT: stya2k | stylenat (python -m sparsegen bench WHAT, CSV and log into OUT) | dynast
 # (python -m sparsegen.bench.dynast, arguments after OUT go to it, e.g. --parts variants; the
-# CSV is $DYNAST_CSV.csv, default dynast) | released (the
+# CSV is $DYNAST_CSV.csv, default dynast) | ilat (python -m sparsegen.bench.ilat, arguments
+# after OUT go to it, e.g. --datasets pa --precisions tf32, or --estimate-only; the CSV is
+# $ILAT_CSV.csv, default ilat) | released (the
 # authors'-weights variants' convert/sample/evaluate cost, python -m sparsegen.bench.released;
 # arguments after OUT go to it, e.g. --variants released_ffhq1024) | tests (pytest -m gpu on
 # tests/gpu and tests/models/test_stylenat_evaluation.py). OUT defaults to
@@ -18,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-what=${1:?"usage: SPARSEGEN_GIT_COMMIT=<commit> $0 stya2k|stylenat|released|tests|wheels [OUT]"}
+what=${1:?"usage: SPARSEGEN_GIT_COMMIT=<commit> $0 stya2k|stylenat|dynast|ilat|released|tests|wheels [OUT]"}
 out=${2:-results/bench}
 extra=("${@:3}")
 
@@ -75,12 +77,19 @@ case $what in
             | tee "$out/$name.log"
         echo "bench dynast: $((SECONDS - start)) s" | tee -a "$out/$name.log"
         ;;
+    ilat)
+        start=$SECONDS
+        name=${ILAT_CSV:-ilat}
+        python3 -m sparsegen.bench.ilat --out "$out/$name.csv" "${extra[@]}" 2>&1 \
+            | tee "$out/$name.log"
+        echo "bench ilat: $((SECONDS - start)) s" | tee -a "$out/$name.log"
+        ;;
     tests)
         python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu \
             tests/models/test_stylenat_evaluation.py 2>&1 | tee "$out/gpu_tests.log"
         ;;
     *)
-        echo "unknown WHAT: $what (stya2k | stylenat | dynast | released | tests | wheels)" >&2
+        echo "unknown WHAT: $what (stya2k | stylenat | dynast | ilat | released | tests | wheels)" >&2
         exit 2
         ;;
 esac

@@ -36,7 +36,7 @@ GLOBAL_KEYS = ("preset", "weights", "device", "seed", "deterministic", "paths")
 SHOWCASE = "showcase"
 # Keys of a variant entry that link it to other variants (or to the authors' released weights,
 # `released`) rather than override settings.
-LINK_KEYS = ("stage", "uses", "released")
+LINK_KEYS = ("stage", "uses", "released", "checkpoint_of")
 
 
 class ParamsError(ValueError):
@@ -217,6 +217,7 @@ def _link_problems(params: Mapping[str, Any]) -> list[str]:
         for variant, entry in variants.items():
             key = f"{name}.variants.{variant}"
             problems += _released_problems(key, entry)
+            problems += _checkpoint_of_problems(key, entry, variants)
             try:
                 stage = papers.stage_of(paper, entry).name
             except papers.RegistryError:
@@ -248,6 +249,28 @@ def _released_problems(key: str, entry: Mapping[str, Any]) -> list[str]:
     problems += [f"{key}.{link}: a released variant is not trained (remove `{link}`)"
                  for link in ("uses", "stage") if link in entry]
     return problems
+
+
+def _checkpoint_of_problems(key: str, entry: Mapping[str, Any],
+                            variants: Mapping[str, Any]) -> list[str]:
+    """A sample-only variant (`checkpoint_of`) samples another trained variant's checkpoint
+    with its own evaluation settings: that variant exists, is trained, and feeds the same
+    upstream checkpoints (`uses`)."""
+    of = entry.get("checkpoint_of")
+    if of is None:
+        return []
+    if of not in variants:
+        return [f"{key}.checkpoint_of: no variant {of!r} (defined: {', '.join(variants)})"]
+    source = variants[of]
+    if source.get("released") or source.get("checkpoint_of") or "released" in entry:
+        return [f"{key}.checkpoint_of: {of!r} is not a trained variant (it is sample-only), or "
+                f"this variant is also `released`"]
+    if entry.get("uses", {}) != source.get("uses", {}) \
+            or entry.get("stage") != source.get("stage"):
+        return [f"{key}: `stage` and `uses` must equal those of {of!r}, whose checkpoint it "
+                f"samples ({entry.get('stage')!r}, {entry.get('uses', {})} vs "
+                f"{source.get('stage')!r}, {source.get('uses', {})})"]
+    return []
 
 
 def is_released(params: Mapping[str, Any], paper: str, variant: str) -> bool:
@@ -324,6 +347,8 @@ def resolve(params: Mapping[str, Any], paper: str, variant: str, check: bool = T
                     stage=entry.get("stage", papers.get(paper).stages[0].name))
     if entry.get("released"):
         settings["released"] = list(entry["released"])
+    if entry.get("checkpoint_of"):
+        settings["checkpoint_of"] = entry["checkpoint_of"]
     if entry.get("uses"):
         from sparsegen.layout import Layout
 
@@ -357,7 +382,7 @@ def unit_settings(params: Mapping[str, Any], paper: str, variant: str, unit: str
     """The settings a `unit` job of (paper, variant) receives: only what that unit reads."""
     full = resolve(params, paper, variant)
     keep = (*UNIT_SECTIONS[unit], *UNIT_GLOBALS, "paths", "datasets", "paper", "variant",
-            "stage", "uses", "released")
+            "stage", "uses", "released", "checkpoint_of")
     return {k: full[k] for k in keep if k in full}
 
 
@@ -381,8 +406,11 @@ def unit_param_keys(params: Mapping[str, Any], paper: str, variant: str, unit: s
                  if section in own]
     if variant == SHOWCASE:
         keys.append(f"{paper}.smoke.{SHOWCASE}")
-    for upstream in variant_entries(params, paper)[variant].get("uses", {}).values():
+    entry = variant_entries(params, paper)[variant]
+    for upstream in entry.get("uses", {}).values():
         keys += unit_param_keys(params, paper, upstream, "train")
+    if "checkpoint_of" in entry:  # it samples that variant's checkpoint
+        keys += unit_param_keys(params, paper, entry["checkpoint_of"], "train")
     return list(dict.fromkeys(keys))
 
 

@@ -48,13 +48,16 @@ def stages(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
     for name in datasets_in_use(params):
         source = lay.source(name)
-        if lay.is_real(name) and f"fetch-{source}" not in out:
-            out[f"fetch-{source}"] = {
-                "cmd": _cmd(preset, [lay.receipt(name)]),
-                "deps": DATA_CODE,
-                # persist: an archive downloaded by hand and placed there survives `dvc repro`
-                "outs": [{lay.raw(name): {"persist": True}}],
-            }
+        fetched = [*lay.read_sources(source), source] if lay.is_real(name) else []
+        for src in fetched:
+            if f"fetch-{src}" not in out:
+                out[f"fetch-{src}"] = {
+                    "cmd": _cmd(preset, [lay.source_receipt(src)]),
+                    "deps": [*lay.fetch_inputs(src), *DATA_CODE],
+                    # persist: an archive downloaded by hand and placed there survives
+                    # `dvc repro`
+                    "outs": [{lay.source_raw(src): {"persist": True}}],
+                }
         out[f"prepare-{name}"] = {
             "cmd": _cmd(preset, [lay.prepared(name)]),
             "deps": [*lay.prepare_inputs(name), *DATA_CODE],

@@ -103,7 +103,7 @@ class Layout:
         from sparsegen.config import variant_entries
 
         return [v for v, entry in variant_entries(self.params, paper).items()
-                if not entry.get("released")]
+                if not entry.get("released") and not entry.get("checkpoint_of")]
 
     def released(self, paper: str) -> list[str]:
         """Sample-only variants of the authors' released weights (a convert job, no training)."""
@@ -113,7 +113,13 @@ class Layout:
                 if entry.get("released")]
 
     def checkpoint(self, paper: str, variant: str) -> str:
-        """What a variant's sample job loads: its trained final.pt or its converted.pt."""
+        """What a variant's sample job loads: its trained final.pt, its converted.pt, or the
+        final.pt of the variant it is a `checkpoint_of` (sampled with its own settings)."""
+        from sparsegen.config import variant_entries
+
+        of = variant_entries(self.params, paper)[variant].get("checkpoint_of")
+        if of is not None:
+            return self.run(paper, of, FINAL)
         return self.run(paper, variant, CONVERTED if variant in self.released(paper) else FINAL)
 
     def evaluated(self, paper: str) -> list[str]:
@@ -139,8 +145,20 @@ class Layout:
 
         return is_real(self.params["datasets"][dataset]["source"])
 
+    def read_sources(self, source: str) -> list[str]:
+        """Sources whose fetched files a source's fetch and prepare read (`sources.reads`)."""
+        from sparsegen.data.sources import reads
+
+        return list(reads(source))
+
+    def fetch_inputs(self, source: str) -> list[str]:
+        """Receipts a source's fetch needs first (the downloads it prepares from)."""
+        return [self.source_receipt(s) for s in self.read_sources(source)]
+
     def prepare_inputs(self, dataset: str) -> list[str]:
-        return [self.receipt(dataset)] if self.is_real(dataset) else []
+        if not self.is_real(dataset):
+            return []
+        return [self.receipt(dataset), *self.fetch_inputs(self.source(dataset))]
 
     def pretrained(self, names: Iterable[str]) -> list[str]:
         """Weight files as inputs, only under `weights: pretrained` (auto never fetches)."""

@@ -30,6 +30,7 @@ REGISTERED = (
     "sparsegen.models.stya2k",
     "sparsegen.models.stylenat",
     "sparsegen.models.dynast",
+    "sparsegen.models.ilat",
 )
 
 Settings = Mapping[str, Any]

@@ -121,6 +121,41 @@ MANIFEST: dict[str, WeightSpec] = {
             licence="Apache-2.0 (TensorFlow model)",
             used_by=("fid (clean)",),
         ),
+        WeightSpec(
+            name="vgg16_torchvision",
+            filename="vgg16-397923af.pth",
+            url="https://download.pytorch.org/models/vgg16-397923af.pth",
+            sha256_prefix="397923af",
+            description="torchvision VGG-16 (IMAGENET1K_V1), the LPIPS-VGG backbone (linear heads "
+            "ship in the lpips wheel): taming's and iLAT's pose-tokenizer perceptual loss",
+            licence="BSD-3-Clause (torchvision); ImageNet terms",
+            used_by=("ilat pose tokenizers (loss.perceptual: lpips)",),
+        ),
+        WeightSpec(
+            name="inception_v3_imagenet",
+            filename="inception_v3_google-0cc3c7bd.pth",
+            url="https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+            sha256_prefix="0cc3c7bd",
+            description="torchvision ImageNet Inception-v3 (IMAGENET1K_V1): the FID features of "
+            "iLAT's official metrics (pool3 of inception_v3(pretrained=True), not the TF FID "
+            "weights)",
+            licence="Apache-2.0 (TensorFlow model); BSD-3-Clause (torchvision)",
+            used_by=("fid_inception_imagenet",),
+        ),
+        WeightSpec(
+            name="taming_vqgan_f16_16384",
+            filename="taming_vqgan_imagenet_f16_16384_last.ckpt",
+            url="https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/"
+            "?p=%2Fckpts%2Flast.ckpt&dl=1",
+            description="taming-transformers' ImageNet VQGAN f16, 16384 codes (ckpts/last.ckpt, "
+            "a Lightning checkpoint whose state_dict holds encoder/decoder/quantize/"
+            "quant_conv/post_quant_conv and loss.*): the start of iLAT's pose tokenizers",
+            licence="MIT (CompVis/taming-transformers)",
+            used_by=("ilat pose tokenizers (tokenizer.init: taming_f16_16384)",),
+            manual="If the direct link fails, open "
+            "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/ in a browser, download "
+            "ckpts/last.ckpt and save it as {dest}.",
+        ),
         # The authors' released models (sample-only `released*` variants; converters in the
         # papers' `released` modules). No published hashes: the first fetch records one.
         WeightSpec(
@@ -153,6 +188,19 @@ MANIFEST: dict[str, WeightSpec] = {
             "https://drive.google.com/file/d/1UJ9xsQBBWZEXOz-jizerR4Qjo7n1kYmy, download the "
             "generator and save it as {dest}.",
         ),
+        *(WeightSpec(
+            name=f"ilat_ffhq_{key}",
+            filename=f"ilat_ffhq_{key}.pth",
+            url=f"https://drive.google.com/file/d/{drive}",
+            description=f"iLAT authors' FFHQ face-editing {what} (ewrfcas/iLAT README)",
+            licence="none stated (ewrfcas/iLAT)",
+            used_by=("ilat released_ffhq",),
+            manual=f"Google Drive needs a browser: open https://drive.google.com/file/d/{drive}, "
+            "download the checkpoint and save it as {dest}.",
+        ) for key, drive, what in (
+            ("sketch_vqgan", "1oz34ABOmukoQ8fV02A8bjumtKe1g5ONQ", "sketch VQGAN"),
+            ("tsvqgan", "1pDEs-43JNd30W-ptQhKWSrT5emN3wn6z", "image TS-VQGAN"),
+            ("transformer", "1jeF5F6RzCgLC7-jccgp0eWdJOsNmSqD8", "transformer"))),
         *(WeightSpec(
             name=f"stya2k_{module.lower()}",
             filename=f"latest_net_{module}.pth",

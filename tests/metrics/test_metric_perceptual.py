@@ -35,12 +35,30 @@ def _per_image(model, a, b) -> list[float]:
         return [float(model(a[i:i + 1], b[i:i + 1], normalize=True)) for i in range(len(a))]
 
 
-def test_heads_file_is_the_verified_v01_alex(monkeypatch):
-    path = perceptual.alex_heads_path()
-    assert sha256_file(path) == perceptual.ALEX_HEADS_SHA256
-    monkeypatch.setattr(perceptual, "ALEX_HEADS_SHA256", "0" * 64)
-    with pytest.raises(RuntimeError, match=r"alex\.pth: LPIPS alex v0\.1 heads sha256"):
-        perceptual.alex_heads_path()
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_heads_file_is_the_verified_v01_file(monkeypatch, net):
+    path = perceptual.heads_path(net)
+    assert sha256_file(path) == perceptual.HEADS_SHA256[net]
+    monkeypatch.setitem(perceptual.HEADS_SHA256, net, "0" * 64)
+    with pytest.raises(RuntimeError, match=rf"{net}\.pth: LPIPS {net} v0\.1 heads sha256"):
+        perceptual.heads_path(net)
+
+
+def test_lpips_vgg_loads_a_torchvision_vgg16_backbone(tmp_path):
+    """The VGG-16 `features.<i>` weights land in lpips' slices (taming's perceptual loss):
+    the backbone's first conv equals the file's, and the loss is differentiable in its input."""
+    import torchvision
+
+    torch.manual_seed(3)
+    state = torchvision.models.vgg16().state_dict()
+    path = tmp_path / "vgg16.pth"
+    torch.save(state, path)
+    model = perceptual.build_lpips(ResolvedWeights("vgg16_torchvision", path, "x"), "vgg")
+    assert torch.equal(getattr(model.net.slice1, "0").weight, state["features.0.weight"])
+    assert torch.equal(getattr(model.net.slice5, "28").bias, state["features.28.bias"])
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    model(x * 2 - 1, torch.zeros(1, 3, 32, 32)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_pretrained_backbone_file_matches_lpips_package_per_image(photos64, tmp_path):

@@ -36,7 +36,8 @@ def test_registry_has_exactly_the_protocol_names():
         "content_loss_stytr2", "style_loss_stytr2", "lpips_alex", "ssim_gauss11", "psnr", "l1",
         "fid_legacy_pytorch", "fid_clean", "swd_pggan", "ssim_gray_skimage",
         "semantic_consistency_cocosnet", "style_relevance_color_cocosnet",
-        "style_relevance_texture_cocosnet", "style_loss_adain"])
+        "style_relevance_texture_cocosnet", "style_loss_adain", "psnr_ilat", "ssim_ilat",
+        "fid_inception_imagenet", "masked_rate_pixel", "masked_rate_token"])
     assert get("ssim_gauss11").higher_is_better and not get("fid_clean").higher_is_better
     with pytest.raises(KeyError, match=r"fid50k.*registered: content_loss_stytr2"):
         get("fid50k")

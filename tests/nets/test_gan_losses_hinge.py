@@ -66,3 +66,20 @@ def test_eq10_log_loss_is_d_logistic() -> None:
     real, fake = _t(1.5, -0.3, 0.2), _t(-2.0, 0.7, 0.1)
     objective = torch.log(torch.sigmoid(real)).mean() + torch.log(1 - torch.sigmoid(fake)).mean()
     torch.testing.assert_close(d_logistic(real, fake), -objective)
+
+
+def test_adaptive_weight_is_the_ratio_of_gradient_norms_at_the_last_layer():
+    """lambda = ||d rec / d W|| / (||d g / d W|| + 1e-4) x scale, from hand gradients of
+    rec = sum((W x)^2) and g = -sum(3 W x)."""
+    from sparsegen.nets.gan_losses import adaptive_weight
+
+    w = torch.tensor([[1.5, -2.0]], requires_grad=True)
+    x = torch.tensor([[0.5], [1.0]])
+    y = w @ x                                   # scalar -1.25
+    rec, g = (y ** 2).sum(), (-3 * y).sum()
+    want_rec = 2 * y.detach() * x.T             # d rec / d W
+    want_g = -3 * x.T
+    want = want_rec.norm() / (want_g.norm() + 1e-4) * 0.8
+    got = adaptive_weight(rec, g, w, scale=0.8)
+    assert torch.allclose(got, want)
+    assert not got.requires_grad

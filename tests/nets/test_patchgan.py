@@ -115,3 +115,16 @@ def test_losses_train_through_the_discriminator() -> None:
             assert p.grad.abs().sum() > 0, name
     (g_hinge(disc(fake)) + feature_matching(disc(fake), disc(real))).backward()
     assert fake.grad.abs().sum() > 0
+
+
+def test_nlayer_discriminator_matches_the_pix2pix_arithmetic():
+    """Three stride-2 convs, two stride-1 convs (k4, p1): 64 -> 32 -> 16 -> 8 -> 7 -> 6;
+    widths 64, 128, 256, 512 then one logit channel; BatchNorm after every inner conv."""
+    from sparsegen.nets.patchgan import NLayerDiscriminator
+
+    d = NLayerDiscriminator(3, ndf=64, n_layers=3)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 512, 1]
+    assert [c.stride[0] for c in convs] == [2, 2, 2, 1, 1]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules()) == 3
+    assert d(torch.randn(2, 3, 64, 64)).shape == (2, 1, 6, 6)

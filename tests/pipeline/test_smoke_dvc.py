@@ -38,7 +38,7 @@ def _layout(repo: Path) -> Layout:
 
 def test_smoke_dag_writes_every_result(built: Path) -> None:
     lay = _layout(built)
-    for paper in ("stya2k", "stylenat", "dynast"):
+    for paper in ("stya2k", "stylenat", "dynast", "ilat"):
         for table in lay.tables(paper):
             text = (built / table).read_text()
             assert "smoke" in text
@@ -93,6 +93,34 @@ def test_smoke_dag_covers_every_dynast_variant(built: Path) -> None:
                 "style_relevance_color_cocosnet", "inference_time_s"} <= set(metrics)
         assert {"l1", "psnr", "ssim_gauss11"} <= set(metrics)  # every variant warps
         assert metrics["l1"]["n_samples"] == lay.params["dynast"]["smoke"]["eval"]["n_pairs"]
+
+
+def test_smoke_dag_covers_every_ilat_variant(built: Path) -> None:
+    """Tokenizers score their reconstructions; transformers Tables 1-2 (pose tasks) or Table
+    2 and the edit regions (faces), with masked rates on the 8 x 8 smoke grid."""
+    lay = _layout(built)
+    assert sorted(Path(t).name for t in lay.tables("ilat") if t.endswith(".md")) == [
+        "ilat_table1.md", "ilat_table2.md", "ilat_table4.md"]
+    n = lay.params["ilat"]["smoke"]["eval"]["n_pairs"]
+    for variant, entry in lay.params["ilat"]["variants"].items():
+        records = json.loads((built / lay.run("ilat", variant, "metrics.json")).read_text())
+        metrics = {r["metric"]: r for r in records["records"]}
+        if entry.get("stage") == "tokenizer":
+            assert {"psnr", "ssim_gauss11", "psnr@masked", "ssim_gauss11@masked"} == set(metrics)
+            continue
+        assert {"l1_hole", "l1_outside", "masked_rate_token", "masked_rate_pixel",
+                "inference_time_s", "ar_steps"} <= set(metrics), variant
+        assert metrics["masked_rate_token"]["protocol"]["grid"] == 8
+        if not variant.endswith("_ffhq"):
+            assert {"psnr_ilat", "ssim_ilat", "l1", "fid_inception_imagenet",
+                    "fid_legacy_pytorch", "fid_clean"} <= set(metrics), variant
+            assert metrics["psnr_ilat"]["n_samples"] == n
+        causal = entry.get("model", {}).get("transformer", {}).get("mask") == "causal"
+        if causal and entry.get("eval", {}).get("mask") != "la":  # Taming: every token
+            assert metrics["ar_steps"]["value"] == 64
+        else:  # only the masked tokens, one step each
+            assert metrics["ar_steps"]["value"] == pytest.approx(
+                64 * metrics["masked_rate_token"]["value"])
 
 
 def test_smoke_dag_covers_every_stylenat_variant(built: Path) -> None:
@@ -164,10 +192,13 @@ def test_one_variant_change_reruns_only_that_variant(built: Path, sh) -> None:
     params = yaml.safe_load(params_file.read_text())
     params["stya2k"]["variants"]["wo_da"]["train"] = {"lr": 1.0e-4}
     params["dynast"]["variants"]["df_wo_dyna"]["train"] = {"lr_g": 1.0e-4}
+    params["ilat"]["variants"]["ts_pa"]["train"] = {"lr": 1.0e-4}
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
     status = json.loads(sh(["dvc", "status", "--json"], built).stdout)
-    assert set(status) == {"train-stya2k-wo_da", "train-dynast-df_wo_dyna"}
+    # iLAT's tokenizer stales itself and the transformers trained on its tokens
+    assert set(status) == {"train-stya2k-wo_da", "train-dynast-df_wo_dyna", "train-ilat-ts_pa",
+                           "train-ilat-ilat_pa", "train-ilat-showcase"}
 
     others = {v: (built / lay.run("stya2k", v, "final.pt")).stat().st_mtime_ns
               for v in lay.variants("stya2k") if v != "wo_da"}
@@ -176,7 +207,9 @@ def test_one_variant_change_reruns_only_that_variant(built: Path, sh) -> None:
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == {"train-stya2k-wo_da", "evaluate-stya2k-wo_da", "tables-stya2k",
                    "figures-stya2k", "train-dynast-df_wo_dyna", "evaluate-dynast-df_wo_dyna",
-                   "tables-dynast", "figures-dynast", "report"}, out
+                   "tables-dynast", "figures-dynast", "train-ilat-ts_pa", "evaluate-ilat-ts_pa",
+                   "train-ilat-ilat_pa", "evaluate-ilat-ilat_pa", "train-ilat-showcase",
+                   "evaluate-ilat-showcase", "tables-ilat", "figures-ilat", "report"}, out
     assert (built / lay.run("stya2k", "wo_da", "final.pt")).read_bytes() != before
     for v, mtime in others.items():
         assert (built / lay.run("stya2k", v, "final.pt")).stat().st_mtime_ns == mtime, v

@@ -281,3 +281,12 @@ def test_kept_checkpoints_are_published_with_their_hashes(tmp_path: Path) -> Non
         assert sha256_file(path) == entry["sha256"]
         assert checkpoint.load(path)["step"] == entry["step"]
     assert not checkpoint.load(run_dir / "kept" / index[0]["file"])["optimizers"]
+
+
+@pytest.mark.parametrize("step,expected", [(0, 0.25), (3, 1.0), (4, 1.0), (8, 0.5), (12, 0.0),
+                                           (20, 0.0)])
+def test_warmup_linear_schedule(step, expected):
+    """Warm-up over 4 steps ((s + 1) / 4), then linearly from 1 at step 4 to 0 at step 12."""
+    assert schedules.warmup_linear(4, 12)(step) == pytest.approx(expected)
+    assert schedules.from_settings({"lr_schedule": "warmup_linear", "warmup": 4,
+                                    "iterations": 12})(step) == pytest.approx(expected)

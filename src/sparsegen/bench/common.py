@@ -34,19 +34,22 @@ from sparsegen.timing import wall_times
 
 COLUMNS = (
     # what the row is
-    "paper",             # stya2k | stylenat | dynast
+    "paper",             # stya2k | stylenat | dynast | ilat
     "kind",              # inference | train_loader | train_step | train_loop | throughput |
                          # attention_cost | summary | run
     "model",             # the network (StyA2K: its transform; StyleNAT: stylenat | styleswin)
     "variant",           # the params.yaml variant its settings come from (and any override)
     "metric",            # summary rows: what `value` is; StyleNAT train_step rows:
                          # iteration | iteration_with_r1
-    "part",              # DynaST: variants | attention | scaling | training
+    "part",              # DynaST: variants | attention | scaling | training;
+                         # iLAT: paper_mask | sweep
     # settings of the measurement
     "attention",         # the attention computed (a2k, adaattn, hydra_na, neighborhood, dense, ...)
     "backend",           # its kernel (sdpa | explicit | torch | flex | natten | none)
     "rpb", "side", "batch", "heads", "head_dim", "kernel", "dilation", "max_dilation",
     "window", "shift",
+    "cache",             # iLAT: uncached (the whole sequence per sampled token) | cached (KV cache)
+    "masked_tokens", "tokens",  # iLAT: target tokens sampled, of all target tokens
     "gpus",              # GPUs (DDP ranks) the measurement ran on; 0 on the CPU
     "threads",           # data-loader threads (train_loader, train_loop rows)
     "precision",         # see PRECISIONS
@@ -65,6 +68,7 @@ COLUMNS = (
     # derived
     "attention_scores",  # query-key scores one forward forms
     "imgs_per_s", "params_m",
+    "steps",             # iLAT: transformer forward passes of one edit
     "time_exponent_vs_half_side",  # log-log slope of time against pixels from side / 2
     "ratio_to_adaattn", "ratio_to_adaattn_dense",  # StyA2K: time / the peer's, same settings
     "target", "target_met",  # a summary's target (e.g. "<= 0.44") and met | not met

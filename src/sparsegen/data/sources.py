@@ -15,13 +15,18 @@ from sparsegen.config import ParamsError
 from sparsegen.data import (
     celebahq,
     coco,
+    coco_masks,
     deepfashion,
     dpst,
     faces,
     ffhq,
+    ffhq_ilat,
     lsun,
+    penn_action,
     people,
+    sdf,
     smoke,
+    sticks,
     wikiart,
 )
 from sparsegen.data.archives import DatasetUnavailable
@@ -48,7 +53,8 @@ SOURCES: dict[str, Source] = {
     s.name: s for s in (coco.SOURCE, wikiart.SOURCE, ffhq.SOURCE, lsun.CHURCH_OUTDOOR,
                         smoke.CONTENT, smoke.STYLE, faces.FACES, faces.SCENES,
                         deepfashion.SOURCE, celebahq.SOURCE, dpst.SOURCE, people.PEOPLE,
-                        faces.FACES_EDGE)
+                        faces.FACES_EDGE, sticks.PA, sticks.SDF, sticks.FACES, sticks.MASKS,
+                        penn_action.SOURCE, sdf.SOURCE, ffhq_ilat.SOURCE, coco_masks.SOURCE)
 }
 
 
@@ -69,6 +75,12 @@ def _check(name: str, source: Source, settings: Mapping[str, Any]) -> None:
     if not source.synthetic and "n_train" in settings:
         raise ParamsError(f"datasets.{name}.n_train: only synthetic sources take n_train "
                           f"({source.name} uses every image not held out as test)")
+
+
+def reads(source: str) -> tuple[str, ...]:
+    """Other sources whose fetched files `source` prepares from (a source's optional `reads`:
+    SDF reads DeepFashion's download, iLAT's FFHQ reads FFHQ's), so each is fetched once."""
+    return tuple(getattr(SOURCES[source], "reads", ()))
 
 
 def is_real(source: str) -> bool:

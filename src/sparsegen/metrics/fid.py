@@ -1,15 +1,23 @@
-"""FID between two image sets, in clean-fid's `legacy_pytorch` (== pytorch-fid) and `clean` modes.
+"""FID between two image sets, in clean-fid's `legacy_pytorch` (== pytorch-fid) and `clean` modes,
+and iLAT's `imagenet` mode.
 
 Image decoding and resizing to 299 follow clean-fid (`cleanfid.resize.build_resizer(mode)`
 applied to each decoded uint8 image); the Inception network is built here from the verified
 local file, because clean-fid's own loaders download (`torch.hub` for legacy_pytorch, a fixed
 /tmp path for clean). The Fréchet distance is computed in float64 with scipy.
 
-Random-init extractors (weights mode random, or auto without the file) use the pytorch-fid
-Inception architecture with seeded Kaiming-normal weights; for `fid_clean` this is a stand-in
-for the TorchScript network, whose architecture ships only inside the file.
+`fid_inception_imagenet` is the FID of iLAT's evaluation code (ewrfcas/iLAT `src/metrics.py`,
+`utils/inception.py`): torchvision's ImageNet classifier Inception-v3 (not the TF FID network),
+images in [0, 1] resized to 299 bilinearly (torch, align_corners=False; the same resize as
+`legacy_pytorch`), torchvision's `transform_input` affine, pool3 features. Its numbers do not
+compare with any TF-FID.
 
-Options of both metrics: `input_size` (the Inception input side; 299 is the FID protocol, a
+Random-init extractors (weights mode random, or auto without the file) use the pytorch-fid
+Inception architecture (the torchvision ImageNet one in `imagenet` mode) with seeded
+Kaiming-normal weights; for `fid_clean` this is a stand-in for the TorchScript network, whose
+architecture ships only inside the file.
+
+Options of the metrics: `input_size` (the Inception input side; 299 is the FID protocol, a
 smaller side only makes CPU smoke runs affordable and is recorded as `protocol.input_size`),
 `cache_dir` with `reference_digests` (the reference set's features are stored there under a
 key hashed from the files' sha256 list, the mode, the extractor fingerprint and the input side,
@@ -40,13 +48,20 @@ RANDOM_SEED = 0
 FEATURE_DIM = 2048
 INCEPTION_SIZE = 299  # the FID protocol's Inception input side
 # clean-fid's resize of each mode: (library, filter) for cleanfid.resize.make_resizer.
-RESIZE_FILTER = {"legacy_pytorch": ("PyTorch", "bilinear"), "clean": ("PIL", "bicubic")}
+RESIZE_FILTER = {"legacy_pytorch": ("PyTorch", "bilinear"), "clean": ("PIL", "bicubic"),
+                 "imagenet": ("PyTorch", "bilinear")}
+CLEANFID_MODES = ("legacy_pytorch", "clean")  # modes cleanfid.resize.build_resizer knows
 RESIZE = {
     "legacy_pytorch": "torch F.interpolate bilinear to {side}x{side}, align_corners=False, "
                       "float [0, 255] (clean-fid legacy_pytorch)",
     "clean": "PIL bicubic to {side}x{side} per channel in float mode 'F', no re-quantisation "
              "(clean-fid clean)",
+    "imagenet": "torch F.interpolate bilinear to {side}x{side}, align_corners=False, float "
+                "(iLAT utils/inception.py; as clean-fid legacy_pytorch)",
 }
+IMAGENET_WEIGHTS = "inception_v3_imagenet"  # torchvision's ImageNet Inception-v3 file
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 CACHE_VERSION = 1  # bump when the cached file's content changes meaning
 
 SQRTM_FULL = "scipy.linalg.sqrtm(S1 S2), real part, eps 1e-6 if singular"
@@ -166,14 +181,53 @@ class PytorchFIDInception(nn.Module):
         return x.flatten(1)
 
 
+class ImageNetInception(nn.Module):
+    """torchvision's ImageNet Inception-v3 (`inception_v3(pretrained=True)`, iLAT's FID network)
+    returning 2048-d pool3 features of a [0, 1] batch at 299x299, after torchvision's
+    `transform_input` affine (ImageNet mean/std normalisation written for [-1, 1] inputs)."""
+
+    def __init__(self, weights: ResolvedWeights) -> None:
+        super().__init__()
+        models = import_needing_torchvision("torchvision.models")
+        with torch.random.fork_rng(devices=[]):  # default init must not touch the global RNG
+            net = models.inception_v3(weights=None, aux_logits=True, init_weights=False,
+                                      transform_input=False)
+        if weights.path is None:
+            _seeded_kaiming_(net, RANDOM_SEED)
+        else:
+            state = torch.load(weights.path, map_location="cpu", weights_only=True)
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as e:
+                raise ValueError(f"{weights.path}: not a torchvision Inception-v3 state dict "
+                                 f"({str(e).splitlines()[0]})") from None
+        self.net = net  # torchvision key layout; AuxLogits and fc are loaded but not used
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.register_buffer("scale", std / 0.5)
+        self.register_buffer("shift", (mean - 0.5) / 0.5)
+        self.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.scale + self.shift
+        for name in _POOL3_PATH:
+            x = getattr(self.net, name)(x)
+        return x.flatten(1)
+
+
 def build_extractor(mode: str, weights: ResolvedWeights, device: torch.device
                     ) -> tuple[Extractor, str]:
     """Callable mapping a (B, 3, 299, 299) float batch in [0, 255] to (B, 2048) features,
     and its fingerprint for the record."""
+    random_fp = f"{weights.name}:{RANDOM_INIT}:kaiming-normal-seed{RANDOM_SEED}"
+    if mode == "imagenet":
+        imagenet = ImageNetInception(weights).to(device)
+        fp = random_fp if weights.path is None else f"{weights.name}:sha256:{weights.sha256}"
+        return (lambda x: imagenet(x / 255).reshape(x.shape[0], FEATURE_DIM)), fp
     if weights.path is None:
         net = PytorchFIDInception(weights).to(device)
         stand_in = " (stand-in: pytorch-fid Inception architecture)" if mode == "clean" else ""
-        fp = f"{weights.name}:{RANDOM_INIT}:kaiming-normal-seed{RANDOM_SEED}{stand_in}"
+        fp = random_fp + stand_in
     elif mode == "legacy_pytorch":
         net = PytorchFIDInception(weights).to(device)
         fp = f"{weights.name}:sha256:{weights.sha256}"
@@ -203,8 +257,9 @@ def resize_description(mode: str, side: int = INCEPTION_SIZE) -> str:
 def resizer(mode: str, side: int = INCEPTION_SIZE) -> Callable[[np.ndarray], np.ndarray]:
     """clean-fid's resize for `mode`: uint8 (H, W, 3) -> float32 (side, side, 3) in [0, 255].
 
-    299 is `cleanfid.resize.build_resizer(mode)` itself; another side is the same resizer
-    (`make_resizer` with the mode's library and filter, no re-quantisation) to that side."""
+    299 in clean-fid's modes is `cleanfid.resize.build_resizer(mode)` itself; another side, or
+    the `imagenet` mode, is the same resizer (`make_resizer` with the mode's library and
+    filter, no re-quantisation) to that side."""
     from cleanfid.resize import build_resizer, make_resizer
 
     if mode not in RESIZE_FILTER:
@@ -213,7 +268,7 @@ def resizer(mode: str, side: int = INCEPTION_SIZE) -> Callable[[np.ndarray], np.
         raise ValueError(f"Inception input side must be an integer >= 75 (the smallest input "
                          f"Inception-v3 accepts), got {side!r}")
     with warnings.catch_warnings():  # the legacy_pytorch builder silences warnings globally
-        if side == INCEPTION_SIZE:
+        if side == INCEPTION_SIZE and mode in CLEANFID_MODES:
             return build_resizer(mode)
         library, filter_name = RESIZE_FILTER[mode]
         return make_resizer(library, False, filter_name, (side, side))
@@ -316,3 +371,10 @@ def fid_legacy_pytorch(a: Any, b: Any, ctx: MetricContext, **options: Any) -> Me
           "resize to 299")
 def fid_clean(a: Any, b: Any, ctx: MetricContext, **options: Any) -> Measurement:
     return _fid(a, b, ctx, "clean", "inception_fid_torchscript", **options)
+
+
+@register("fid_inception_imagenet", higher_is_better=False,
+          description="FID as iLAT's code computes it: torchvision ImageNet Inception-v3 pool3 "
+          "(not the TF FID network), [0, 1] images, torch bilinear resize to 299")
+def fid_inception_imagenet(a: Any, b: Any, ctx: MetricContext, **options: Any) -> Measurement:
+    return _fid(a, b, ctx, "imagenet", IMAGENET_WEIGHTS, **options)

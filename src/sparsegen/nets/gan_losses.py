@@ -87,3 +87,14 @@ def feature_matching(fake_features: Sequence[Sequence[torch.Tensor]],
         for f, r in zip(fake[:-1], real[:-1], strict=True):
             total = total + F.l1_loss(f, r.detach())
     return total / len(fake_features)
+
+
+def adaptive_weight(reconstruction_loss: torch.Tensor, g_loss: torch.Tensor,
+                    last_layer: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Taming-transformers' adaptive GAN weight (VQGAN, Esser et al. 2021, Eq. 7):
+    lambda = ||grad_L L_rec|| / (||grad_L L_GAN|| + 1e-4) at the decoder's last layer L,
+    clamped to [0, 1e4], detached, times `scale` (taming's disc_weight, 0.8 in its configs)."""
+    rec_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    weight = torch.norm(rec_grad) / (torch.norm(g_grad) + 1e-4)
+    return torch.clamp(weight, 0.0, 1e4).detach() * scale

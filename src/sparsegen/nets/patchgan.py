@@ -8,6 +8,9 @@ have neither spectral norm nor InstanceNorm. Discriminator d > 0 sees the input 
 d times (3x3, stride 2, padding 1, padding not counted). `forward` returns every block's output
 per discriminator, the logits last, for the hinge loss and feature matching (`gan_losses`).
 
+`NLayerDiscriminator` is the single-scale pix2pix PatchGAN that taming-transformers' VQGAN
+(and iLAT's TS-VQGAN) trains against: BatchNorm, no spectral norm, padding 1.
+
 `padding` is 2 (= ceil((k-1)/2), pix2pixHD and SPADE); DynaST's official code (inherited from
 CoCosNet) uses int((k-1)/2) = 1, which shrinks every map and needs inputs of at least 48 px
 with two discriminators.
@@ -94,3 +97,34 @@ class MultiscalePatchGAN(nn.Module):
                 x = downsample(x)
             outputs.append(disc(x))
         return outputs
+
+
+class NLayerDiscriminator(nn.Module):
+    """pix2pix's PatchGAN as taming's VQGAN uses it: conv4x4/s2 (ndf) + LeakyReLU(0.2), then
+    n_layers - 1 blocks of conv4x4/s2 + BatchNorm + LeakyReLU with widths doubling up to 8 ndf,
+    one conv4x4/s1 block of the same kind, and a conv4x4/s1 to one channel; padding 1, convs
+    before BatchNorm without bias. Weights N(0, 0.02), BatchNorm scales N(1, 0.02) (pix2pix)."""
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        conv = dict(kernel_size=KERNEL, padding=1)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, stride=2, **conv),
+                                   nn.LeakyReLU(LEAK)]
+        width = ndf
+        for n in range(1, n_layers + 1):
+            prev, width = width, ndf * min(2 ** n, 8)
+            layers += [nn.Conv2d(prev, width, stride=2 if n < n_layers else 1, bias=False,
+                                 **conv),
+                       nn.BatchNorm2d(width), nn.LeakyReLU(LEAK)]
+        layers.append(nn.Conv2d(width, 1, stride=1, **conv))
+        self.main = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) patch logits."""
+        return self.main(x)

@@ -28,6 +28,18 @@ def step_decay(decay_start: int, every: int, gamma: float) -> Callable[[int], fl
     return factor
 
 
+def warmup_linear(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up from 0 over `warmup` steps, then linearly to 0 at `total` (minGPT's
+    schedule, iLAT Sec. 4: 10k warm-up, 0 at 300k)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, 1.0 - (step - warmup) / max(1, total - warmup))
+
+    return factor
+
+
 def by_epochs(train: dict[str, Any], n_train: int) -> dict[str, int]:
     """A length given in epochs (`iterations: null`): iterations = (epochs + decay_epochs) x
     ceil(n_train / batch_size), the linear decay starting after `epochs` epochs."""
@@ -46,4 +58,6 @@ def from_settings(train: dict[str, Any]) -> Callable[[int], float]:
         return constant_then_linear(train["iterations"], train["decay_start"])
     if name == "step":
         return step_decay(train["decay_start"], train["step_every"], train["step_gamma"])
+    if name == "warmup_linear":
+        return warmup_linear(train["warmup"], train["iterations"])
     raise ValueError(f"train.lr_schedule: unknown schedule {name!r}")
