@@ -154,8 +154,7 @@ def test_released_variants_name_manifest_entries_and_train_nothing(params: dict[
 
     assert _released_problems("toy.variants.r", {"released": ["stylenat_ffhq256"],
                                                  "uses": {"codes": "tok"}, "stage": "two"}) == [
-        "toy.variants.r.uses: a released variant is not trained (remove `uses`)",
-        "toy.variants.r.stage: a released variant is not trained (remove `stage`)"]
+        "toy.variants.r.uses: a released variant is not trained (remove `uses`)"]
     msg = _invalid(params, lambda p: p["stylenat"]["smoke"]["showcase"].update(
         of="released_ffhq256"))
     assert "stylenat.smoke.showcase.of: 'released_ffhq256' is a released variant" in msg

@@ -238,7 +238,8 @@ def _link_problems(params: Mapping[str, Any]) -> list[str]:
 
 
 def _released_problems(key: str, entry: Mapping[str, Any]) -> list[str]:
-    """A released variant names manifest entries and trains nothing (no stage, no uses)."""
+    """A released variant names manifest entries and trains nothing (no `uses`; its `stage`
+    names the stage whose samples it writes, e.g. a released transformer with its tokenizers)."""
     from sparsegen.weights import MANIFEST
 
     if "released" not in entry:
@@ -247,7 +248,7 @@ def _released_problems(key: str, entry: Mapping[str, Any]) -> list[str]:
                 f"has: {', '.join(sorted(MANIFEST))})" for n in entry["released"]
                 if n not in MANIFEST]
     problems += [f"{key}.{link}: a released variant is not trained (remove `{link}`)"
-                 for link in ("uses", "stage") if link in entry]
+                 for link in ("uses",) if link in entry]
     return problems
 
 

@@ -282,8 +282,6 @@ def test_a_mask_of_the_prepared_size_loads_exactly(copied):
     assert torch.equal(data.load_mask(row, SIDE), torch.from_numpy(file == 255).float()[None])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 (Bad input): a wrong-size mask must fail "
-                   "naming file and id; data.load_mask resizes it (nearest) silently")
 def test_a_wrong_size_mask_names_file_and_row(copied):
     root, params = copied
     ex = examples(params, root, "smoke_sdf")

@@ -35,7 +35,7 @@ def problems(settings: Mapping[str, Any]) -> list[str]:
     if tok["init"] != "scratch" and tok["architecture"] != "pose":
         out.append(f"model.tokenizer.init: {tok['init']!r} is taming's pose VQGAN; the "
                    f"{tok['architecture']} tokenizer trains from scratch (set scratch)")
-    if settings["stage"] == "transformer":
+    if settings["stage"] == "transformer" and not settings.get("released"):
         uses = settings.get("uses", {})
         if "tokenizer" not in uses:
             out.append("uses.tokenizer: a transformer names the tokenizer of its targets")

@@ -104,6 +104,12 @@ def load_mask(sample: Sample, side: int, column: str = "mask") -> torch.Tensor:
     if not set(values.tolist()) <= {0, 255}:
         raise ExampleError(f"{path}: row {sample.id!r}: mask is not binary (values "
                            f"{values[:6].tolist()}...; expected 0 and 255)")
+    if column:  # an aux mask is drawn for its row's image: the same size or it is corrupt
+        with Image.open(sample.path) as im:
+            size = im.size
+        if array.shape[::-1] != size:
+            raise ExampleError(f"{path}: row {sample.id!r}: mask is {array.shape[1]}x"
+                               f"{array.shape[0]}, its image is {size[0]}x{size[1]}")
     mask = torch.from_numpy(array >= 128).float()[None]
     if mask.shape[-1] != side or mask.shape[-2] != side:
         mask = torch.nn.functional.interpolate(mask[None], size=(side, side),
@@ -118,8 +124,11 @@ def load_image(sample: Sample, side: int) -> torch.Tensor:
 def load_sketch(sample: Sample, side: int) -> torch.Tensor:
     """(1, side, side) in [-1, 1]: a row's XDoG sketch."""
     path = _aux(sample, "sketch")
-    with Image.open(path) as im:
-        gray = torch.from_numpy(np.asarray(im.convert("L")).copy()).float()[None] / 255.0
+    try:
+        with Image.open(path) as im:
+            gray = torch.from_numpy(np.asarray(im.convert("L")).copy()).float()[None] / 255.0
+    except OSError as e:
+        raise ExampleError(f"{path}: row {sample.id!r}: unreadable sketch ({e})") from None
     if gray.shape[-1] != side:
         gray = resize(gray, side)
     return gray * 2 - 1

@@ -39,6 +39,7 @@ from sparsegen.attention.local_autoregressive import token_mask
 from sparsegen.data.images import to_uint8
 from sparsegen.models.ilat import data
 from sparsegen.models.ilat.generate import sample as generate_tokens
+from sparsegen.models.ilat.released import load_released
 from sparsegen.models.ilat.task import (
     Tokens,
     build_transformer,
@@ -124,7 +125,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _tokenizer_images(tokenizer: Tokenizer, examples: list[data.Example],
-                      rows: list[dict[str, Any]], device: torch.device) -> Iterator[tuple[str, np.ndarray]]:
+                      rows: list[dict[str, Any]], device: torch.device
+                      ) -> Iterator[tuple[str, np.ndarray]]:
     channels = int(tokenizer.channels)
     with torch.inference_mode():
         for ex, row in zip(examples, rows, strict=True):
@@ -197,8 +199,12 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
                                 4 * len(rows), "reconstruct")
             _finish(folder, settings, rows, device)
         return
-    tokens = Tokens(settings, device)
-    gpt, ckpt = load_transformer(checkpoint, tokens, device)
+    if settings.get("released"):  # the authors' three networks, converted together
+        tokenizer, condition, gpt, ckpt = load_released(checkpoint, device)
+        tokens, used = Tokens(tokenizer, condition, device), {}
+    else:
+        tokens, used = Tokens.of_variant(settings, device)
+        gpt, ckpt = load_transformer(checkpoint, tokens, device)
     settings = {**settings, "model": ckpt["settings"]["model"]}
     examples = test_examples(settings)
     trained = ckpt["settings"]["model"]["transformer"]
@@ -217,10 +223,8 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
                                        examples, rows, device, f"{UNTRAINED}/"),
                                 len(rows), "edit (untrained)")
         folder.sidecar["tokenizers"] = {
-            role: {"variant": use["variant"], "training": training_facts(c)}
-            for (role, use), c in zip(settings["uses"].items(),
-                                      (tokens.tokenizer_ckpt, tokens.condition_ckpt),
-                                      strict=False)}
+            role: {"variant": settings["uses"][role]["variant"], "training": training_facts(c)}
+            for role, c in used.items()}
         folder.sidecar["mask"] = editor.mask_kind
         folder.sidecar["cache"] = editor.cache
         _finish(folder, settings, rows, device)

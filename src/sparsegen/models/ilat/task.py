@@ -176,35 +176,37 @@ class TokenizerTask:
         mask = batch["mask"].to(self.device) if "mask" in batch else None
         recon, enc = self.g(x, mask)
 
-        self.discriminator.requires_grad_(False)
         rec = (x - recon).abs().mean()
         nll = rec
         if self.perceptual is not None:
             nll = nll + loss["perceptual_weight"] * self.perceptual(x, recon)
         if mask is not None and loss["masked_l1_weight"]:
             nll = nll + loss["masked_l1_weight"] * masked_l1(x, recon, mask)
-        g = g_hinge(self.d(recon))
-        if step < loss["disc_start"]:  # taming's disc_start: no GAN terms before it
-            lam = torch.zeros((), device=self.device)
-        elif loss["gan"] == "adaptive":
-            lam = adaptive_weight(nll, g, self.tokenizer.last_layer, loss["gan_weight"])
-        else:
-            lam = torch.tensor(loss["gan_weight"], device=self.device)
-        total = nll + lam * g + loss["codebook_weight"] * enc.codebook_loss
+        total = nll + loss["codebook_weight"] * enc.codebook_loss
+        logged = {"rec": float(rec.detach()), "codebook": float(enc.codebook_loss.detach())}
+        gan = step >= loss["disc_start"]  # taming's disc_start: neither GAN term before it
+        if gan:
+            self.discriminator.requires_grad_(False)
+            g = g_hinge(self.d(recon))
+            if loss["gan"] == "adaptive":
+                lam = adaptive_weight(nll, g, self.tokenizer.last_layer, loss["gan_weight"])
+            else:
+                lam = torch.tensor(loss["gan_weight"], device=self.device)
+            total = total + lam * g
+            logged |= {"g": float(g.detach()), "lambda": float(lam)}
         opt_g = self.optimizers["g"]
         opt_g.zero_grad(set_to_none=True)
         total.backward()
         opt_g.step()
-
-        self.discriminator.requires_grad_(True)
-        on = float(step >= loss["disc_start"])
-        d = on * loss["d_weight"] * d_hinge(self.d(x), self.d(recon.detach()))
-        opt_d = self.optimizers["d"]
-        opt_d.zero_grad(set_to_none=True)
-        d.backward()
-        opt_d.step()
-        return {"rec": float(rec.detach()), "codebook": float(enc.codebook_loss.detach()),
-                "g": float(g.detach()), "lambda": float(lam), "d": float(d.detach())}
+        if gan:
+            self.discriminator.requires_grad_(True)
+            d = loss["d_weight"] * d_hinge(self.d(x), self.d(recon.detach()))
+            opt_d = self.optimizers["d"]
+            opt_d.zero_grad(set_to_none=True)
+            d.backward()
+            opt_d.step()
+            logged["d"] = float(d.detach())
+        return logged
 
 
 def masked_l1(x: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -255,18 +257,25 @@ def condition_positions(settings: Mapping[str, Any], condition: Tokenizer) -> in
 
 
 class Tokens:
-    """A transformer variant's frozen tokenizers and what they make of a batch."""
+    """A transformer's frozen tokenizers (target, condition) and what they make of a batch."""
 
-    def __init__(self, settings: Mapping[str, Any], device: torch.device) -> None:
+    def __init__(self, tokenizer: Tokenizer, condition: Tokenizer, device: torch.device
+                 ) -> None:
+        self.tokenizer, self.condition, self.device = tokenizer, condition, device
+
+    @classmethod
+    def of_variant(cls, settings: Mapping[str, Any], device: torch.device
+                   ) -> tuple[Tokens, dict[str, dict[str, Any]]]:
+        """The tokenizers a transformer variant `uses` (the condition: its own tokenizer when
+        it names none) and their checkpoints by role."""
         uses = settings["uses"]
-        self.tokenizer, self.tokenizer_ckpt = load_tokenizer(
-            uses["tokenizer"]["checkpoint"], device)
+        tokenizer, ckpt = load_tokenizer(uses["tokenizer"]["checkpoint"], device)
+        ckpts = {"tokenizer": ckpt}
+        condition = tokenizer
         if "condition_tokenizer" in uses:
-            self.condition, self.condition_ckpt = load_tokenizer(
+            condition, ckpts["condition_tokenizer"] = load_tokenizer(
                 uses["condition_tokenizer"]["checkpoint"], device)
-        else:
-            self.condition, self.condition_ckpt = self.tokenizer, self.tokenizer_ckpt
-        self.device = device
+        return cls(tokenizer, condition, device), ckpts
 
     @torch.no_grad()
     def encode(self, batch: Mapping[str, torch.Tensor]
@@ -286,7 +295,7 @@ class TransformerTask:
     def __init__(self, settings: dict[str, Any], device: torch.device) -> None:
         self.settings = settings
         self.device = device
-        self.tokens = Tokens(settings, device)
+        self.tokens, _ = Tokens.of_variant(settings, device)
         torch.manual_seed(int(settings["seed"]))
         self.transformer = build_transformer(settings, self.tokens.tokenizer,
                                              self.tokens.condition).to(device)
