@@ -9,7 +9,8 @@
 # (python -m sparsegen.bench.dynast, arguments after OUT go to it, e.g. --parts variants; the
 # CSV is $DYNAST_CSV.csv, default dynast) | ilat (python -m sparsegen.bench.ilat, arguments
 # after OUT go to it, e.g. --datasets pa --precisions tf32, or --estimate-only; the CSV is
-# $ILAT_CSV.csv, default ilat) | released (the
+# $ILAT_CSV.csv, default ilat) | ilat_training (python -m sparsegen.bench.ilat_training:
+# seconds per iteration of each stage, ilat_training.csv) | released (the
 # authors'-weights variants' convert/sample/evaluate cost, python -m sparsegen.bench.released;
 # arguments after OUT go to it, e.g. --variants released_ffhq1024) | tests (pytest -m gpu on
 # tests/gpu and tests/models/test_stylenat_evaluation.py). OUT defaults to
@@ -84,12 +85,18 @@ case $what in
             | tee "$out/$name.log"
         echo "bench ilat: $((SECONDS - start)) s" | tee -a "$out/$name.log"
         ;;
+    ilat_training)
+        start=$SECONDS
+        python3 -m sparsegen.bench.ilat_training --out "$out/ilat_training.csv" "${extra[@]}" \
+            2>&1 | tee "$out/ilat_training.log"
+        echo "bench ilat_training: $((SECONDS - start)) s" | tee -a "$out/ilat_training.log"
+        ;;
     tests)
         python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu \
             tests/models/test_stylenat_evaluation.py 2>&1 | tee "$out/gpu_tests.log"
         ;;
     *)
-        echo "unknown WHAT: $what (stya2k | stylenat | dynast | ilat | released | tests | wheels)" >&2
+        echo "unknown WHAT: $what (stya2k | stylenat | dynast | ilat | ilat_training | released | tests | wheels)" >&2
         exit 2
         ;;
 esac
