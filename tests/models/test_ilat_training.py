@@ -282,7 +282,8 @@ def test_an_empty_hole_is_the_reconstruction_without_sampling(trained, monkeypat
         raise AssertionError("an empty hole sampled")
 
     monkeypatch.setattr(sampling, "generate_tokens", no_sampling)
-    image, steps = edit(empty)
+    out = edit(empty)
+    image, steps = out.image, out.steps
     assert steps == 0
     tokenizer = edit.tokens.tokenizer
     with torch.no_grad():
@@ -296,9 +297,11 @@ def test_a_full_hole_is_plain_autoregression(trained):
     s, final = trained
     ex = sampling.test_examples(s)[0]
     full = dataclasses.replace(ex, mask=torch.ones_like(ex.mask))
-    image, steps = editor(s, final)(full)
+    out = editor(s, final)(full)
+    image, steps = out.image, out.steps
     assert steps == GRID * GRID
-    causal, causal_steps = editor(s, final, mask="causal")(full)
+    out = editor(s, final, mask="causal")(full)
+    causal, causal_steps = out.image, out.steps
     assert causal_steps == GRID * GRID
     assert torch.allclose(image, causal, atol=1e-5)
 
@@ -310,8 +313,9 @@ def test_cached_and_uncached_editing_agree(trained):
     for ex in sampling.test_examples(s):
         masked = int(token_mask(ex.mask[None], GRID).sum())
         assert 0 < masked < GRID * GRID
-        a, steps_a = cached(ex)
-        b, steps_b = uncached(ex)
+        ea, eb = cached(ex), uncached(ex)
+        a, steps_a, b, steps_b = ea.image, ea.steps, eb.image, eb.steps
+        assert torch.equal(ea.ids, eb.ids)
         assert steps_a == steps_b == masked
         assert torch.allclose(a, b, atol=1e-5), ex.id
 

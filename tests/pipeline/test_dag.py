@@ -38,19 +38,25 @@ def test_paper_preset_plans_every_job_without_data(repo_copy: Path, sh) -> None:
     released = {(p, v) for p in params["papers"] for v, e in params[p]["variants"].items()
                 if e.get("released")}
     assert released == {("stya2k", "released"), ("stylenat", "released_ffhq256"),
-                        ("stylenat", "released_ffhq1024"), ("dynast", "df_released")}
-    assert set(params["papers"]) == {"stya2k", "stylenat", "dynast"}
+                        ("stylenat", "released_ffhq1024"), ("dynast", "df_released"),
+                        ("ilat", "released_ffhq")}
+    sampled_only = {(p, v) for p in params["papers"] for v, e in params[p]["variants"].items()
+                    if e.get("checkpoint_of")}
+    assert sampled_only == {("ilat", "taming_star_ffhq")}  # Taming's weights, the LA mask
+    assert set(params["papers"]) == {"stya2k", "stylenat", "dynast", "ilat"}
     # sources coco2014_train, wikiart (StyA2K and DynaST's style variant), ffhq (one download
-    # for 256 and 1024), lsun_church_outdoor, deepfashion, celebahq_edge, dpst_pairs
-    assert counts["fetch_dataset"] == 7
-    assert counts["prepare_dataset"] == 8  # ... and ffhq256, ffhq1024, lsun_church256
+    # for 256, 1024 and iLAT's faces), lsun_church_outdoor, deepfashion (DynaST and SDF's
+    # people), celebahq_edge, dpst_pairs; iLAT's penn_action, sdf (segmentation, Places),
+    # ffhq_ilat (reads ffhq's download), coco_masks
+    assert counts["fetch_dataset"] == 11
+    assert counts["prepare_dataset"] == 12  # ... and ffhq256, ffhq1024, lsun_church256
     # the authors' weights: a convert job each, no training; sampled and scored as the rest
     assert counts["convert"] == len(released)
-    assert counts["train"] == n_variants - len(released)
+    assert counts["train"] == n_variants - len(released) - len(sampled_only)
     assert counts["sample"] == counts["evaluate"] == n_variants
     assert counts["tabulate_stya2k"] == counts["tabulate_stylenat"] == 1
-    assert counts["tabulate_dynast"] == 1
-    assert counts["figures"] == 3
+    assert counts["tabulate_dynast"] == counts["tabulate_ilat"] == 1
+    assert counts["figures"] == 4
     assert counts["report"] == 1
     assert not (repo_copy / "data").exists()
 

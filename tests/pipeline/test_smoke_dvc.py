@@ -267,5 +267,9 @@ def test_the_smoke_showcases_show_each_method_working(built: Path) -> None:
     assert dynast["ssim_gauss11"] >= 2 * dynast["ssim_gauss11@untrained"]
     for name in ("fid_legacy_pytorch", "swd_pggan"):  # the outputs (random-init Inception)
         assert dynast[name] <= 0.7 * dynast[f"{name}@untrained"]
-    for paper in ("stya2k", "stylenat", "dynast"):
+    ilat = summary("ilat")  # the transformer predicts the target's tokens in the hole
+    assert ilat["token_accuracy_hole"] >= 3 * ilat["token_accuracy_hole@untrained"]
+    assert ilat["token_accuracy_hole"] >= 0.05  # 64 x 128 codes: chance is ~0.01
+    assert ilat["l1_outside"] <= 0.12  # outside the hole: the tokenizer's Eq. 4 reconstruction
+    for paper in ("stya2k", "stylenat", "dynast", "ilat"):
         assert (built / lay.figures(paper) / "smoke_showcase.png").is_file()

@@ -9,8 +9,9 @@ Transformers, pose tasks (Table 1), outputs vs the true target frame, in [0, 1]:
   MAE = `l1`.
 Every transformer (Table 2): `masked_rate_token` (on the tokenizer's grid), `masked_rate_pixel`,
 `inference_time_s` (encode + sample + decode, batch 1, on the sample step's device) and
-`ar_steps`; `l1_hole` (output vs truth inside the hole) and `l1_outside` (output vs the
-target stream outside it: how much of the input the edit keeps).
+`ar_steps`; `l1_hole` (output vs truth inside the hole), `l1_outside` (output vs the
+target stream outside it: how much of the input the edit keeps) and `token_accuracy_hole`
+(sampled hole tokens equal to the truth's own tokens).
 With an untrained/ folder the region and image metrics again for it, named <metric>@untrained.
 """
 
@@ -91,6 +92,24 @@ def _image_metrics(settings: dict[str, Any], base: Path, rows: list[dict[str, st
     return records
 
 
+def _token_accuracy(rows: list[dict[str, str]], device: Any) -> list[ResultRecord]:
+    """`token_accuracy_hole`: sampled hole tokens equal to the truth's own tokens (its plain
+    encoding), pooled over examples (per example in per_sample); `@untrained` beside it."""
+    out = []
+    for column, suffix in (("hole_matches", ""), ("untrained_hole_matches", UNTRAINED_SUFFIX)):
+        used = [r for r in rows if r.get(column, "") != "" and int(r["masked_tokens"])]
+        if not used:
+            continue
+        record = _record("token_accuracy_hole" + suffix,
+                         [int(r[column]) / int(r["masked_tokens"]) for r in used], True,
+                         {"compared": "sampled hole tokens vs the truth's plain encoding"},
+                         device)
+        record.value = sum(int(r[column]) for r in used) / sum(int(r["masked_tokens"])
+                                                                for r in used)
+        out.append(record)
+    return out
+
+
 def _table2(rows: list[dict[str, str]], samples_dir: Path, sidecar: dict[str, Any],
             ctx: Any, source: dict[str, Any], device: Any) -> list[ResultRecord]:
     """Table 2: masked rates (tokens on the tokenizer's grid, pixels), seconds per image and
@@ -155,6 +174,7 @@ def evaluate(settings: dict[str, Any], samples_dir: Path, device: torch.device
             record.facts = {**{k: v for k, v in facts.items() if k != "training"},
                             "model": "untrained (initialised as training starts)"}
         records += extra
+    records += _token_accuracy(rows, device)
     table2 = _table2(rows, samples_dir, sidecar, ctx, source, device)
     for record in table2:
         record.facts = facts

@@ -16,7 +16,8 @@ Output folder (`sparsegen.sampling.sample_folder`, renamed into place when done)
     truths/<id>.png       what outputs are scored against (pose tasks: the target frame)
     masks/<id>.png        the hole (white)
     conditions/<id>.png   the condition (reference frame or edited sketch)
-    examples.csv          id and those paths, masked token and pixel counts, AR steps, seconds
+    examples.csv          id and those paths, masked token and pixel counts, AR steps, seconds,
+                          sampled hole tokens equal to the truth's own (trained, untrained)
     untrained/outputs/    with `eval.untrained_reference`: the same edits by the transformer
                           initialised as training starts (same tokenizers)
     sampling.json         the checkpoint and its training recipe (+ stage, tokenizers)
@@ -28,6 +29,7 @@ import csv
 import io
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,8 @@ UNTRAINED = "untrained"
 OUTPUTS, RECON, INPUTS, TRUTHS, MASKS, CONDITIONS = ("outputs", "recon", "inputs", "truths",
                                                      "masks", "conditions")
 COLUMNS = ("id", "output", "recon", "input", "truth", "mask", "condition", "masked_tokens",
-           "tokens", "masked_pixels", "pixels", "steps", "seconds")
+           "tokens", "masked_pixels", "pixels", "steps", "seconds", "hole_matches",
+           "untrained_hole_matches")
 
 
 def picture(x: torch.Tensor) -> np.ndarray:
@@ -98,25 +101,40 @@ class Editor:
         self.cache = bool(ev["cache"]) and not (self.mask_kind == "la" and la_form == "official")
 
     @torch.no_grad()
-    def __call__(self, ex: data.Example) -> tuple[torch.Tensor, int]:
-        """The output image (1, 3, H, W) and the autoregressive steps taken."""
+    def __call__(self, ex: data.Example) -> Edit:
+        """The edit of one example (encode, sample, decode)."""
         tokens = self.tokens
         dev = tokens.device
         batch = data.stack([ex])
         enc_in, target = tokens.encode(batch)
-        masked = enc_in["masked"]
-        if self.mask_kind == "causal":
-            masked = torch.ones_like(masked)  # Taming: every token from condition + pose
+        hole = enc_in["masked"]
+        masked = torch.ones_like(hole) if self.mask_kind == "causal" else hole  # Taming: all
         pose = batch["pose"].to(dev) if "pose" in batch else None
         if not bool(masked.any()):  # an empty hole: the reconstruction, no sampling
-            return decode(tokens.tokenizer, enc_in["target_ids"], target), 0
+            ids = enc_in["target_ids"]
+            return Edit(decode(tokens.tokenizer, ids, target), 0, ids[0], hole[0])
         out = generate_tokens(self.gpt, enc_in["cond_ids"], pose, enc_in["target_ids"], masked,
                               self.mask_kind, cache=self.cache, form=self.form)
         image = decode(tokens.tokenizer, out.ids, target)
         if self.settings["eval"]["blend"] == "soft":
             soft = soft_blend_mask(batch["mask"].to(dev))
             image = image * soft + batch["target"].to(dev) * (1 - soft)
-        return image, int(out.steps)
+        return Edit(image, int(out.steps), out.ids[0], hole[0])
+
+    @torch.no_grad()
+    def hole_matches(self, ex: data.Example, edit: Edit) -> int:
+        """Sampled hole tokens equal to the truth's own tokens (its plain encoding): how
+        close the generated region is to the target, in the tokenizer's codes."""
+        truth = self.tokens.tokenizer.encode(ex.truth[None].to(self.tokens.device)).ids
+        return int((truth.flatten()[edit.hole] == edit.ids[edit.hole]).sum())
+
+
+@dataclass(frozen=True)
+class Edit:
+    image: torch.Tensor   # (1, 3, H, W) in [-1, 1]
+    steps: int            # autoregressive steps (transformer passes)
+    ids: torch.Tensor     # (N,) target tokens after sampling
+    hole: torch.Tensor    # (N,) Bool: the tokens the pixel hole masks
 
 
 def _sync(device: torch.device) -> None:
@@ -148,14 +166,17 @@ def _edits(editor: Editor, examples: list[data.Example], rows: list[dict[str, An
     for ex, row in zip(examples, rows, strict=True):
         _sync(device)
         start = time.perf_counter()
-        image, steps = editor(ex)
+        edit = editor(ex)
         _sync(device)
         if not prefix:
-            row["seconds"], row["steps"] = time.perf_counter() - start, steps
+            row["seconds"], row["steps"] = time.perf_counter() - start, edit.steps
+            row["hole_matches"] = editor.hole_matches(ex, edit)
             yield row["truth"], picture(ex.truth)
             yield row["input"], picture(ex.target)
             yield row["condition"], picture(ex.condition)
-        yield prefix + row["output"], picture(image[0])
+        else:
+            row["untrained_hole_matches"] = editor.hole_matches(ex, edit)
+        yield prefix + row["output"], picture(edit.image[0])
 
 
 def _row(ex: data.Example, grid: int) -> dict[str, Any]:
@@ -165,7 +186,7 @@ def _row(ex: data.Example, grid: int) -> dict[str, Any]:
             "mask": f"{MASKS}/{ex.id}.png", "condition": "",
             "masked_tokens": int(masked.sum()), "tokens": grid * grid,
             "masked_pixels": int(ex.mask.sum()), "pixels": int(ex.mask.numel()),
-            "steps": 0, "seconds": 0.0}
+            "steps": 0, "seconds": 0.0, "hole_matches": "", "untrained_hole_matches": ""}
 
 
 def test_examples(settings: dict[str, Any]) -> list[data.Example]:
