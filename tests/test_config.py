@@ -185,3 +185,27 @@ def test_released_variants_have_a_convert_job_and_no_training(params: dict[str, 
                                                                       "decoder")]
     assert paper.job_settings("stylenat", "released_ffhq1024", "convert")["released_state"] \
         == {"stylenat_ffhq1024": "missing"}
+
+
+def test_checkpoint_of_samples_another_variants_checkpoint(params: dict[str, Any]) -> None:
+    """iLAT's Taming*: no training job of its own, its sample job loads taming_ffhq's final.pt,
+    and changing taming_ffhq's training stales it; a bad reference names the key."""
+    from sparsegen.layout import Layout
+
+    lay = Layout(params)
+    assert "taming_star_ffhq" not in lay.variants("ilat")
+    assert "taming_star_ffhq" in lay.evaluated("ilat")
+    assert lay.checkpoint("ilat", "taming_star_ffhq") == lay.run("ilat", "taming_ffhq",
+                                                                 "final.pt")
+    assert "ilat.variants.taming_ffhq" in unit_param_keys(params, "ilat", "taming_star_ffhq",
+                                                          "evaluate")
+    msg = _invalid(params, lambda p: p["ilat"]["variants"]["taming_star_ffhq"].update(
+        checkpoint_of="nope"))
+    assert "ilat.variants.taming_star_ffhq.checkpoint_of: no variant 'nope'" in msg
+    msg = _invalid(params, lambda p: p["ilat"]["variants"]["taming_star_ffhq"].update(
+        uses={"tokenizer": "ts_ffhq", "condition_tokenizer": "sketch_ffhq"}))
+    assert "ilat.variants.taming_star_ffhq: `stage` and `uses` must equal those of " \
+           "'taming_ffhq'" in msg
+    msg = _invalid(params, lambda p: p["ilat"]["variants"]["taming_star_ffhq"].update(
+        checkpoint_of="released_ffhq"))
+    assert "'released_ffhq' is not a trained variant" in msg

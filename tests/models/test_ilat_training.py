@@ -24,6 +24,7 @@ from sparsegen.config import load_params, resolve
 from sparsegen.data import sources
 from sparsegen.models.ilat import data, sampling
 from sparsegen.models.ilat.task import Tokens, build_task, load_transformer
+from sparsegen.models.ilat.tokenizer import build_tokenizer
 from sparsegen.models.ilat.transformer import loss as token_loss
 from sparsegen.train import checkpoint, loop, schedules
 
@@ -340,3 +341,32 @@ def test_taming_star_samples_only_the_masked_tokens(params, prepared, tokenizer,
         assert (out / row["output"]).is_file()
     sidecar = json.loads((out / "sampling.json").read_text())
     assert sidecar["mask"] == ("la" if mask == "la" else "causal")
+
+
+def test_a_transformer_names_the_key_of_a_bad_tokenizer_or_vocabulary(params, prepared,
+                                                                      trained, tmp_path):
+    """A tokenizer of the wrong kind stops the transformer naming `uses.tokenizer`; a
+    checkpoint trained on another vocabulary names `model.tokenizer.n_codes`."""
+    s, final = trained
+    sketch = copy.deepcopy(resolve(params, "ilat", "sketch_ffhq"))
+    sketch["model"]["size"] = s["model"]["size"]
+    torch.manual_seed(0)
+    tok = build_tokenizer(dict(sketch["model"]["tokenizer"], size=sketch["model"]["size"]))
+    path = tmp_path / "sketch.pt"
+    checkpoint.save(path, step=0, modules={"tokenizer": tok}, optimizers={}, settings=sketch)
+    bad = copy.deepcopy(s)
+    bad["uses"] = {"tokenizer": {"variant": "sketch_ffhq", "checkpoint": str(path)}}
+    with pytest.raises(ValueError, match=r"uses\.tokenizer: 'sketch_ffhq' encodes 1-channel"):
+        Tokens.of_variant(bad, CPU)
+
+    other = copy.deepcopy(checkpoint.load(s["uses"]["tokenizer"]["checkpoint"])["settings"])
+    other["model"]["tokenizer"]["n_codes"] = 32
+    tok = build_tokenizer(dict(other["model"]["tokenizer"], size=other["model"]["size"]))
+    path = tmp_path / "small_vocabulary.pt"
+    checkpoint.save(path, step=0, modules={"tokenizer": tok}, optimizers={}, settings=other)
+    bad = copy.deepcopy(s)
+    bad["uses"] = {"tokenizer": {"variant": "ts_pa", "checkpoint": str(path)}}
+    tokens, _ = Tokens.of_variant(bad, CPU)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"vocabulary of 128 codes.*model\.tokenizer\.n_codes 32"):
+        load_transformer(final, tokens, CPU)

@@ -428,7 +428,8 @@ def test_showcase_puts_untrained_beside_trained(runs, tmp_path):
     np.testing.assert_array_equal(shown(axes[1, 4]), sample(runs, "showcase",
                                                             "outputs/v0_f1.png"))
     assert fig.get_suptitle() == ("smoke showcase: iLAT (ilat_pa) 480 iterations at 32² "
-                                  "(batch 8)\nhole L1 ↓ 0.100 (untrained 0.400); "
+                                  "(batch 8)\nhole tokens = target not evaluated; "
+                                  "hole L1 ↓ 0.100 (untrained 0.400); "
                                   "outside L1 ↓ 0.010 (untrained 0.020)")
     assert "showcase/metrics.json" in sources(fig) and "showcase/final.pt" in sources(fig)
 

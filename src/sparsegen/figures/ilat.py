@@ -764,9 +764,9 @@ def _trained_vs_untrained(records: Mapping[str, Any], metric: str, label: str) -
 def figure_showcase(runs_dir: Path, figures_dir: Path, n: int = 4) -> Figure | None:
     """The smoke showcase: iLAT on Penn Action (ilat_pa) trained longer at the smoke size,
     beside the same transformer initialised as training starts (same tokenizer): reference,
-    mask, target, the untrained and the trained edit, titled with the L1 inside the hole (to
-    the target) and outside it (to the reference: Eq. 4 keeps it), trained against untrained
-    (showcase/metrics.json)."""
+    mask, target, the untrained and the trained edit, titled with the share of sampled hole
+    tokens equal to the target's own, the L1 inside the hole (to the target) and outside it
+    (to the reference: Eq. 4 keeps it), trained against untrained (showcase/metrics.json)."""
     name = "smoke showcase"
     if not available(runs_dir, [SHOWCASE], name):
         _no_figure(name, "no smoke showcase under this preset")
@@ -791,7 +791,8 @@ def figure_showcase(runs_dir: Path, figures_dir: Path, n: int = 4) -> Figure | N
     if records:
         sources.append((folder / METRICS, "metrics"))
     fig.suptitle(f"smoke showcase: iLAT (ilat_pa) {length}\n"
-                 f"{_trained_vs_untrained(records, 'l1_hole', 'hole L1 ↓')}; "
+                 f"{_trained_vs_untrained(records, 'token_accuracy_hole', 'hole tokens = target')}"
+                 f"; {_trained_vs_untrained(records, 'l1_hole', 'hole L1 ↓')}; "
                  f"{_trained_vs_untrained(records, 'l1_outside', 'outside L1 ↓')}", fontsize=8)
     name_sources(fig, sources)
     save_png(fig, Path(figures_dir) / "smoke_showcase.png")

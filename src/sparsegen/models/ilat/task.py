@@ -275,6 +275,21 @@ class Tokens:
         if "condition_tokenizer" in uses:
             condition, ckpts["condition_tokenizer"] = load_tokenizer(
                 uses["condition_tokenizer"]["checkpoint"], device)
+        problems = []
+        if tokenizer.channels != 3:
+            problems.append(f"uses.tokenizer: {uses['tokenizer']['variant']!r} encodes "
+                            f"{tokenizer.channels}-channel images; the targets are RGB")
+        if not settings["model"]["joints"] and condition.channels != 1:
+            problems.append("uses.condition_tokenizer: face editing conditions on sketches; "
+                            f"{uses.get('condition_tokenizer', uses['tokenizer'])['variant']!r}"
+                            f" encodes {condition.channels}-channel images")
+        for role, c in ckpts.items():
+            if c["settings"]["model"]["size"] != settings["model"]["size"]:
+                problems.append(f"uses.{role}: {uses[role]['variant']!r} was trained at "
+                                f"{c['settings']['model']['size']}², this variant's "
+                                f"model.size is {settings['model']['size']}")
+        if problems:
+            raise ValueError(f"ilat.{settings['variant']}: " + "; ".join(problems))
         return cls(tokenizer, condition, device), ckpts
 
     @torch.no_grad()
@@ -349,6 +364,14 @@ def load_transformer(path: str | Path, tokens: Tokens, device: torch.device
                      ) -> tuple[GPT, dict[str, Any]]:
     """A trained transformer (eval mode) on the tokenizers it was trained with."""
     ckpt = checkpoint.load_trained(path, PAPER, ("transformer",), "iLAT transformer")
+    trained = ckpt["modules"]["transformer"]
+    for key, tok, role in (("target_embed.weight", tokens.tokenizer, "tokenizer"),
+                           ("cond_embed.weight", tokens.condition, "condition_tokenizer")):
+        if key in trained and trained[key].shape[0] != tok.n_codes:
+            raise checkpoint.CheckpointError(
+                f"{path}: trained on a vocabulary of {trained[key].shape[0]} codes, but the "
+                f"{role} it uses now has model.tokenizer.n_codes {tok.n_codes} (retrain it or "
+                "restore the tokenizer it was trained with)")
     gpt = build_transformer(ckpt["settings"], tokens.tokenizer, tokens.condition)
     gpt = checkpoint.restore_module(ckpt, "transformer", gpt, path)
     return gpt.to(device).eval().requires_grad_(False), ckpt
