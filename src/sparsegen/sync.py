@@ -110,16 +110,21 @@ def sync(root: Path, dry_run: bool = False, cores: int = 1) -> int:
     stages = load_stages(root)
     outs = [o for st in stages.values() for o in st["outs"]]
 
-    def plan() -> tuple[list[str], list[str]]:
+    def plan() -> tuple[list[str], list[str], set[str]]:
         existing = {o for o in outs if (root / o).exists()}
-        return plan_sync(stages, dvc_changed(root), snakemake_plans(root, outs), existing)
+        changed = dvc_changed(root)
+        return (*plan_sync(stages, changed, snakemake_plans(root, outs), existing), changed)
 
-    _, commit = plan()
+    _, commit, changed = plan()
     if commit:
         print(f"dvc commit {len(commit)} stage(s) that Snakemake produced: {', '.join(commit)}")
         if not dry_run:
-            _run(["dvc", "commit", "--force", *commit], root)
-    touch, _ = plan()
+            # Every changed stage is to be committed (a direct run of the whole DAG): one
+            # untargeted commit, which re-records unchanged stages as they are. DVC collects
+            # the pipeline once per target, so naming hundreds of stages costs minutes.
+            targets = [] if set(commit) == changed else commit
+            _run(["dvc", "commit", "--force", *targets], root)
+    touch, _, _ = plan()
     if touch:
         print(f"snakemake --touch {len(touch)} output(s) whose bytes DVC recorded")
         if not dry_run:

@@ -51,6 +51,7 @@ from sparsegen.models.ilat.task import (
 from sparsegen.models.ilat.tokenizer import Encoded, Tokenizer
 from sparsegen.provenance import device_description
 from sparsegen.sampling import sample_folder
+from sparsegen.train.checkpoint import load as load_checkpoint
 from sparsegen.train.checkpoint import training_facts
 
 EXAMPLES_CSV = "examples.csv"
@@ -223,8 +224,9 @@ def sample(settings: dict[str, Any], checkpoint: Path, out_dir: Path, device: to
     if settings.get("released"):  # the authors' three networks, converted together
         tokenizer, condition, gpt, ckpt = load_released(checkpoint, device)
         tokens, used = Tokens(tokenizer, condition, device), {}
-    else:
-        tokens, used = Tokens.of_variant(settings, device)
+    else:  # the model's settings (side, joints) are the checkpoint's
+        trained = load_checkpoint(checkpoint)["settings"]["model"]
+        tokens, used = Tokens.of_variant({**settings, "model": trained}, device)
         gpt, ckpt = load_transformer(checkpoint, tokens, device)
     settings = {**settings, "model": ckpt["settings"]["model"]}
     examples = test_examples(settings)

@@ -99,7 +99,8 @@ class TokenizerTask:
         torch.manual_seed(int(settings["seed"]))
         cfg = dict(settings["model"]["tokenizer"], size=settings["model"]["size"])
         self.tokenizer = build_tokenizer(cfg).to(device)
-        self.discriminator = NLayerDiscriminator(cfg["channels"]).to(device)
+        self.discriminator = NLayerDiscriminator(
+            cfg["channels"], ndf=settings["model"]["disc_width"]).to(device)
         init = self._initialise(cfg)
         t = settings["train"]
         betas = tuple(t["betas"])
