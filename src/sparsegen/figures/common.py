@@ -108,3 +108,20 @@ def training_curves(logs: Mapping[str, pd.DataFrame], columns: Sequence[str], x:
     if handles:
         fig.legend(handles, labels, loc="outside right center", fontsize=7)
     return fig
+
+
+def read_sample_index(path: Path, columns: Sequence[str], relative: Sequence[str], what: str
+                      ) -> pd.DataFrame:
+    """A sample step's CSV index (`path`) indexed by id, checked for `columns` and rows; the
+    `relative` columns become absolute paths ("" stays "")."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} index not found (run the sample step)")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [col for col in columns if col not in table]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    if table.empty:
+        raise ValueError(f"{path}: no {what} listed")
+    for column in relative:
+        table[column] = [str(path.parent / name) if name else "" for name in table[column]]
+    return table.set_index("id", drop=False)

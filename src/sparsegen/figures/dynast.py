@@ -26,6 +26,7 @@ from sparsegen.figures.common import (
     checkpoint_settings,
     image_grid,
     read_metrics,
+    read_sample_index,
     read_training_logs,
     save_png,
     training_curves,
@@ -65,18 +66,8 @@ def read_pairs(variant_dir: Path) -> pd.DataFrame:
     """A variant's samples/pairs.csv indexed by pair id; `output` and `warp` become absolute
     paths (`warp` "" where the variant attends nowhere), `target` and `exemplar` stay as written
     (image files of the prepared dataset)."""
-    path = Path(variant_dir) / SAMPLES / PAIRS_CSV
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pairs index not found (run the sample step)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in COLUMNS if c not in table]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
-    if table.empty:
-        raise ValueError(f"{path}: no pairs listed")
-    for column in ("output", "warp"):
-        table[column] = [str(path.parent / name) if name else "" for name in table[column]]
-    return table.set_index("id", drop=False)
+    return read_sample_index(Path(variant_dir) / SAMPLES / PAIRS_CSV, COLUMNS,
+                             ("output", "warp"), "pairs")
 
 
 def available(runs_dir: Path, variants: Sequence[str], figure: str) -> list[str]:

@@ -41,6 +41,7 @@ from sparsegen.figures.common import (
     checkpoint_settings,
     image_grid,
     read_metrics,
+    read_sample_index,
     read_training_logs,
     save_png,
     training_curves,
@@ -96,18 +97,8 @@ BENCH_SPLIT = ("dataset", "cache", "cached", "precision", "mask")  # lines (part
 def read_examples(variant_dir: Path) -> pd.DataFrame:
     """A variant's samples/examples.csv indexed by example id, its image columns as absolute
     paths ("" where the stage writes none, e.g. `recon` of a transformer)."""
-    path = Path(variant_dir) / SAMPLES / EXAMPLES_CSV
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: examples index not found (run the sample step)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in COLUMNS if c not in table]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
-    if table.empty:
-        raise ValueError(f"{path}: no examples listed")
-    for column in IMAGE_COLUMNS:
-        table[column] = [str(path.parent / name) if name else "" for name in table[column]]
-    return table.set_index("id", drop=False)
+    return read_sample_index(Path(variant_dir) / SAMPLES / EXAMPLES_CSV, COLUMNS, IMAGE_COLUMNS,
+                             "examples")
 
 
 def examples_csv(runs_dir: Path, variant: str) -> Path:
