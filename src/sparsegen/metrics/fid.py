@@ -142,6 +142,19 @@ _POOL3_PATH = (
 )
 
 
+
+def _load_or_seed(net: nn.Module, weights: ResolvedWeights, kind: str) -> None:
+    """The verified file's state dict into `net`, or the seeded random init without one."""
+    if weights.path is None:
+        _seeded_kaiming_(net, RANDOM_SEED)
+        return
+    state = torch.load(weights.path, map_location="cpu", weights_only=True)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{weights.path}: not a {kind} state dict "
+                         f"({str(e).splitlines()[0]})") from None
+
 class PytorchFIDInception(nn.Module):
     """pytorch-fid's FID Inception (torchvision Inception-v3 with clean-fid's FIDInception
     blocks, 1008 classes) returning 2048-d pool3 features of a [-1, 1] batch at 299x299."""
@@ -163,15 +176,7 @@ class PytorchFIDInception(nn.Module):
             net.Mixed_6e = ip.FIDInceptionC(768, channels_7x7=192)
             net.Mixed_7b = ip.FIDInceptionE_1(1280)
             net.Mixed_7c = ip.FIDInceptionE_2(2048)
-        if weights.path is None:
-            _seeded_kaiming_(net, RANDOM_SEED)
-        else:
-            state = torch.load(weights.path, map_location="cpu", weights_only=True)
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as e:
-                raise ValueError(f"{weights.path}: not a pytorch-fid Inception state dict "
-                                 f"({str(e).splitlines()[0]})") from None
+        _load_or_seed(net, weights, "pytorch-fid Inception")
         self.net = net  # upstream key layout; the fc head is loaded but not used
         self.eval().requires_grad_(False)
 
@@ -192,15 +197,7 @@ class ImageNetInception(nn.Module):
         with torch.random.fork_rng(devices=[]):  # default init must not touch the global RNG
             net = models.inception_v3(weights=None, aux_logits=True, init_weights=False,
                                       transform_input=False)
-        if weights.path is None:
-            _seeded_kaiming_(net, RANDOM_SEED)
-        else:
-            state = torch.load(weights.path, map_location="cpu", weights_only=True)
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as e:
-                raise ValueError(f"{weights.path}: not a torchvision Inception-v3 state dict "
-                                 f"({str(e).splitlines()[0]})") from None
+        _load_or_seed(net, weights, "torchvision Inception-v3")
         self.net = net  # torchvision key layout; AuxLogits and fc are loaded but not used
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
