@@ -67,10 +67,11 @@ def test_natten_matches_torch_forward_and_backward(h, w, kernel, dilation, head_
 
 def test_auto_backend_on_cuda():
     q, _, _, rpb = _inputs(8, 8, 3, 32)
-    assert auto_backend(q, rpb) == "flex"
+    assert auto_backend(q, rpb, kernel_size=3) == auto_backend(q, kernel_size=3) == "fused"
     assert auto_backend(q, rpb, dropout=0.1) == "torch"
+    assert auto_backend(q, rpb, kernel_size=15) == "flex"  # beyond the fused kernels
     has_kernels = HAS_NATTEN and bool(__import__("natten").HAS_LIBNATTEN)
-    assert auto_backend(q) == ("natten" if has_kernels else "flex")
+    assert auto_backend(q, kernel_size=15) == ("natten" if has_kernels else "flex")
 
 
 def test_hydra_flex_matches_torch():

@@ -21,6 +21,10 @@ Backends:
   sub-grids go into the batch (plain NA on each), and tokens go in 8 x 16 patches per 128-token
   Flex tile where the sides allow, so a tile's neighbourhoods touch few key tiles. head_dim < 16
   is zero-padded to 16 on CUDA (the compiled kernel's minimum).
+- "fused": Triton kernels reading each query tile's key halo once (`neighborhood_fused.py`):
+  forward and backward (q, k, v and the RPB), CUDA only (Triton's interpreter runs them on the
+  CPU for tests), float32 (TF32 when torch allows TF32 matmuls), bfloat16, float16,
+  kernel_size <= 13, head_dim <= 128.
 - "natten": `natten.na2d` (NATTEN >= 0.20; it has no RPB). Without NATTEN's compiled kernels it
   runs NATTEN's own Flex path: forward only on the CPU, head_dim a power of two in [8, 512],
   float32/float16/bfloat16.
@@ -39,7 +43,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from sparsegen.attention.tensor_cache import tensor_cache
 
-BACKENDS = ("auto", "torch", "flex", "natten")
+BACKENDS = ("auto", "torch", "flex", "natten", "fused")
 FLEX_BLOCK = 128  # Flex Attention's default tile: block-mask granularity (queries and keys)
 FLEX_TILE = (8, 16)  # a Flex tile of tokens as a 2-D patch (rows, columns)
 FLEX_MIN_DIM = 16  # compiled Flex on CUDA needs head_dim >= 16: smaller heads are zero-padded
@@ -50,19 +54,29 @@ RECOMPILE_LIMIT = 64  # one compiled Flex graph per (shape, kernel) in a generat
 
 def available_backends(device: torch.device | str) -> list[str]:
     """Concrete backends that run forward on `device` ("flex" and "natten" are forward-only on
-    the CPU; "natten" needs the package)."""
+    the CPU; "natten" needs the package; "fused" needs CUDA and Triton)."""
+    kind = torch.device(device).type
     names = ["torch", "flex"]
     if importlib.util.find_spec("natten") is not None:
         names.append("natten")
-    return names if torch.device(device).type in ("cpu", "cuda") else ["torch"]
+    if kind == "cuda" and importlib.util.find_spec("triton") is not None:
+        names.append("fused")
+    return names if kind in ("cpu", "cuda") else ["torch"]
 
 
-def auto_backend(q: torch.Tensor, rpb: torch.Tensor | None = None, dropout: float = 0.0) -> str:
+def auto_backend(q: torch.Tensor, rpb: torch.Tensor | None = None, dropout: float = 0.0,
+                 kernel_size: int = 7, v: torch.Tensor | None = None) -> str:
     """The backend "auto" runs: "torch" off CUDA and whenever attention dropout is on; on CUDA
-    "natten" when there is no RPB and NATTEN has its compiled kernels (`natten.HAS_LIBNATTEN`),
-    else "flex" (compiled Flex Attention, RPB through `score_mod`)."""
+    "fused" when its kernels take the inputs (dtype, kernel_size, head_dim; Triton present),
+    else "natten" when there is no RPB and NATTEN has its compiled kernels
+    (`natten.HAS_LIBNATTEN`), else "flex" (compiled Flex Attention, RPB through `score_mod`)."""
     if not q.is_cuda or dropout > 0:
         return "torch"
+    if importlib.util.find_spec("triton") is not None:
+        from sparsegen.attention.neighborhood_fused import unsupported
+
+        if unsupported(q, q if v is None else v, kernel_size) is None:
+            return "fused"
     if rpb is None and _natten_has_kernels():
         return "natten"
     return "flex"
@@ -85,7 +99,7 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ke
                          f"choose one of {BACKENDS}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if backend == "auto":
-        backend = auto_backend(q, rpb, dropout)
+        backend = auto_backend(q, rpb, dropout, kernel_size, v)
     if dropout > 0 and backend != "torch":
         raise ValueError(f"neighborhood_attention: attention dropout {dropout} needs backend "
                          f"'torch' (got {backend!r})")
@@ -93,6 +107,10 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ke
         return _torch_na(q, k, v, kernel_size, dilation, rpb, scale, dropout)
     if backend == "flex":
         return _flex_na(q, k, v, kernel_size, dilation, rpb, scale)
+    if backend == "fused":
+        from sparsegen.attention.neighborhood_fused import fused_neighborhood_attention
+
+        return fused_neighborhood_attention(q, k, v, kernel_size, dilation, rpb, scale)
     if rpb is not None:
         raise ValueError("neighborhood_attention: backend 'natten' cannot add a relative "
                          "positional bias (NATTEN >= 0.20 removed RPB); use backend 'torch' or "

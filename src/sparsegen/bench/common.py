@@ -36,7 +36,7 @@ COLUMNS = (
     # what the row is
     "paper",             # stya2k | stylenat | dynast | ilat
     "kind",              # inference | train_loader | train_step | train_loop | throughput |
-                         # attention_cost | summary | run
+                         # attention_cost | bandwidth (a device-to-device copy) | summary | run
     "model",             # the network (StyA2K: its transform; StyleNAT: stylenat | styleswin)
     "variant",           # the params.yaml variant its settings come from (and any override)
     "metric",            # summary rows: what `value` is; StyleNAT train_step rows:
@@ -45,9 +45,16 @@ COLUMNS = (
                          # iLAT: paper_mask | sweep
     # settings of the measurement
     "attention",         # the attention computed (a2k, adaattn, hydra_na, neighborhood, dense, ...)
-    "backend",           # its kernel (sdpa | explicit | torch | flex | natten | none)
+    "backend",           # its kernel (sdpa | explicit | torch | flex | natten | fused | none)
+    "sdpa_choice",       # StyleNAT: the SDPA kernel asked for through
+                         # torch.nn.attention.sdpa_kernel (default: PyTorch chooses | efficient |
+                         # math | cudnn)
+    "sdpa_backend",      # StyleNAT: the SDPA kernel that ran, from the profiler's aten op
+                         # (efficient | flash | cudnn | math; "+"-joined if several)
     "rpb", "side", "batch", "heads", "head_dim", "kernel", "dilation", "max_dilation",
     "window", "shift",
+    "pass",              # StyleNAT attention_cost: forward | forward_backward (the forward, then
+                         # out.backward(grad) with q, k, v and the RPB table requiring grad)
     "cache",             # iLAT: uncached (the whole sequence per sampled token) | cached (KV cache)
     "masked_tokens", "tokens",  # iLAT: target tokens sampled, of all target tokens
     "gpus",              # GPUs (DDP ranks) the measurement ran on; 0 on the CPU
@@ -67,6 +74,14 @@ COLUMNS = (
     "peak_mem_scope",    # process: all allocated memory | above_inputs: above what was allocated
     # derived
     "attention_scores",  # query-key scores one forward forms
+    "min_bytes",         # bytes the call cannot avoid moving (StyleNAT: forward q, k, v read +
+                         # out written + the RPB table; forward_backward adds q, k, v, out, dO
+                         # read, dq, dk, dv written, fp32 log-sum-exp written and read, the table
+                         # read again and its gradient written); bandwidth rows: read + write
+    "achieved_gb_per_s",  # min_bytes / median time, GB = 1e9 bytes (bandwidth rows: the copy's)
+    "bandwidth_fraction",  # achieved_gb_per_s / the same run's measured copy bandwidth
+    "achieved_tflop_per_s",  # from attention_scores: 4 x scores x head_dim flops forward
+                             # (q.k and p.v), 3.5 times that forward_backward
     "imgs_per_s", "params_m",
     "steps",             # iLAT: transformer forward passes of one edit
     "time_exponent_vs_half_side",  # log-log slope of time against pixels from side / 2
