@@ -90,6 +90,7 @@ def test_strided_views_as_hydra_splits_them(fused):
 
 def test_batches_beyond_the_grid_limit_are_cut(fused, monkeypatch):
     monkeypatch.setattr(fused, "MAX_BATCH_HEADS", 2)  # 3 images x 2 heads: three launches
+    fused._geometry.cache_clear()
     _assert_matches_torch(*_inputs((3, 7, 8, 2, 16), 3), 3, 1)
 
 

@@ -26,6 +26,7 @@ dS = P * (dP - delta), delta = rowsum(dO * O) (FlashAttention-2, Alg. 2); logits
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -78,29 +79,46 @@ def fused_neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return _FusedNA.apply(q, k, v, rpb, kernel, dilation, scale)
 
 
-class _Geometry:
-    """Launch geometry shared by the three kernels: tiles of each dilation sub-grid."""
+@functools.lru_cache(maxsize=512)
+def _geometry(batch: int, height: int, width: int, heads: int, kernel: int, dilation: int,
+              tile: tuple[int, int], chunk_rows: int) -> _Geometry:
+    """One `_Geometry` per problem shape (cached: a generator calls the same few shapes on
+    every pass, and building it is Python time between kernel launches)."""
+    return _Geometry(batch, height, width, heads, kernel, dilation, tile, chunk_rows)
 
-    def __init__(self, q: torch.Tensor, kernel: int, dilation: int) -> None:
-        b, h, w, heads = q.shape[:4]
-        self.batch, self.height, self.width, self.heads = b, h, w, heads
-        self.kernel, self.dilation = kernel, dilation
-        th, tw = TILE
-        self.tiles_x = triton.cdiv(triton.cdiv(w, dilation), tw)
-        self.tiles = triton.cdiv(triton.cdiv(h, dilation), th) * self.tiles_x
+
+class _Geometry:
+    """Launch geometry shared by the three kernels: tiles of each dilation sub-grid, and the
+    batch slices that keep batch x heads within the grid's y limit."""
+
+    def __init__(self, batch: int, height: int, width: int, heads: int, kernel: int,
+                 dilation: int, tile: tuple[int, int], chunk_rows: int) -> None:
+        self.batch, self.height, self.width, self.heads = batch, height, width, heads
+        self.kernel, self.dilation, self.tile = kernel, dilation, tile
+        th, tw = tile
+        sub_h, sub_w = triton.cdiv(height, dilation), triton.cdiv(width, dilation)  # longest
+        self.tiles_x = triton.cdiv(sub_w, tw)  # tiles cover the longest sub-grid of each axis
+        self.tiles = triton.cdiv(sub_h, th) * self.tiles_x
         # chunk columns: a query tile's key halo is tw + k - 1 wide (a key tile's query span
         # can be wider near the borders: the dK/dV kernel loops over column chunks)
         self.chunk_cols = max(16, triton.next_power_of_2(tw + kernel - 1))
-        self.chunk_rows = max(CHUNK_ROWS, 16 // th)  # the RPB gradient's dots need >= 16 rows
+        self.chunk_rows = max(chunk_rows, 16 // th)  # the RPB gradient's dots need >= 16 rows
         self.offsets = max(16, triton.next_power_of_2(2 * kernel - 1))
+        self.scalars = {"HEADS": heads, "HEIGHT": height, "WIDTH": width, "KSIZE": kernel,
+                        "DIL": dilation, "TILES": self.tiles, "TILES_X": self.tiles_x}
+        step = max(1, MAX_BATCH_HEADS // heads)
+        self.chunks = [slice(s, min(s + step, batch)) for s in range(0, batch, step)]
 
-    def grid(self, batch: int) -> tuple[int, int]:
-        return (self.tiles * self.dilation ** 2, batch * self.heads)
+    def grid(self, part: slice) -> tuple[int, int]:
+        return (self.tiles * self.dilation ** 2, (part.stop - part.start) * self.heads)
 
-    def scalars(self) -> dict[str, int]:
-        return {"HEADS": self.heads, "HEIGHT": self.height, "WIDTH": self.width,
-                "KSIZE": self.kernel, "DIL": self.dilation, "TILES": self.tiles,
-                "TILES_X": self.tiles_x}
+    def parts(self, *tensors: torch.Tensor) -> list[tuple[slice, list[torch.Tensor]]]:
+        """Per batch slice: the slice and the tensors cut to it (uncut when one slice holds
+        the whole batch)."""
+        if len(self.chunks) == 1:
+            return [(self.chunks[0], list(tensors))]
+        return [(part, [t[part] for t in tensors]) for part in self.chunks]
+
 
 
 def _precision(q: torch.Tensor) -> str:
@@ -117,26 +135,18 @@ def _unit_last(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _batch_chunks(geo: _Geometry) -> list[tuple[int, int]]:
-    """(start, size) batch slices that keep batch x heads within the grid's y limit."""
-    step = max(1, MAX_BATCH_HEADS // geo.heads)
-    return [(s, min(step, geo.batch - s)) for s in range(0, geo.batch, step)]
-
-
 def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None,
              geo: _Geometry, scale: float, precision: str
              ) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype, device=q.device)
     lse = torch.empty(geo.batch, geo.heads, geo.height, geo.width, dtype=torch.float32,
                       device=q.device)
-    for start, size in _batch_chunks(geo):
-        part = slice(start, start + size)
-        qs, ks, vs, os_ = q[part], k[part], v[part], out[part]
-        _na_forward[geo.grid(size)](
-            qs, ks, vs, table if table is not None else qs, os_, lse[part],
+    for part, (qs, ks, vs, os_, ls) in geo.parts(q, k, v, out, lse):
+        _na_forward[geo.grid(part)](
+            qs, ks, vs, table if table is not None else qs, os_, ls,
             *_strides(qs), *_strides(ks), *_strides(vs), *_strides(os_),
-            q.shape[-1], v.shape[-1], scale * LOG2E, **geo.scalars(),
-            HAS_RPB=table is not None, TQH=TILE[0], TQW=TILE[1], KR=geo.chunk_rows,
+            q.shape[-1], v.shape[-1], scale * LOG2E, **geo.scalars,
+            HAS_RPB=table is not None, TQH=geo.tile[0], TQW=geo.tile[1], KR=geo.chunk_rows,
             KW=geo.chunk_cols, BLOCK_D=_block(q.shape[-1]), BLOCK_DV=_block(v.shape[-1]),
             PRECISION=precision, **LAUNCH)
     return out, lse
@@ -157,26 +167,24 @@ def _backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch
     partial = None
     if table_grad:
         n = geo.offsets
-        partial = torch.empty(geo.batch * geo.heads, geo.grid(1)[0], n, n, dtype=torch.float32,
-                              device=q.device)
+        partial = torch.empty(geo.batch, geo.heads, geo.tiles * geo.dilation ** 2, n, n,
+                              dtype=torch.float32, device=q.device)
     meta = {"HAS_RPB": table is not None, "BLOCK_D": _block(q.shape[-1]),
             "BLOCK_DV": _block(v.shape[-1]), "PRECISION": precision}
-    for start, size in _batch_chunks(geo):
-        part = slice(start, start + size)
-        heads_part = slice(start * geo.heads, (start + size) * geo.heads)
-        qs, ks, vs, dos = q[part], k[part], v[part], grad_out[part]
+    tensors = [q, k, v, grad_out, lse, delta, dq, dk, dv]
+    for part, (qs, ks, vs, dos, ls, de, dqs, dks, dvs, *rest) in geo.parts(
+            *tensors, *([partial] if partial is not None else [])):
         tab = table if table is not None else qs
         common = (*_strides(qs), *_strides(ks), *_strides(vs), *_strides(dos))
-        _na_backward_kv[geo.grid(size)](
-            qs, ks, vs, tab, dos, lse[part], delta[part], dk[part], dv[part],
+        _na_backward_kv[geo.grid(part)](
+            qs, ks, vs, tab, dos, ls, de, dks, dvs,
             *common, *_strides(dk), *_strides(dv), q.shape[-1], v.shape[-1], scale * LOG2E,
-            scale, **geo.scalars(), TKH=TILE[0], TKW=TILE[1], QR=geo.chunk_rows,
+            scale, **geo.scalars, TKH=geo.tile[0], TKW=geo.tile[1], QR=geo.chunk_rows,
             QW=geo.chunk_cols, **meta, **LAUNCH)
-        _na_backward_q[geo.grid(size)](
-            qs, ks, vs, tab, dos, lse[part], delta[part], dq[part],
-            partial[heads_part] if partial is not None else qs,
+        _na_backward_q[geo.grid(part)](
+            qs, ks, vs, tab, dos, ls, de, dqs, rest[0] if rest else qs,
             *common, *_strides(dq), q.shape[-1], v.shape[-1], scale * LOG2E, scale,
-            **geo.scalars(), RPB_GRAD=table_grad, BO=geo.offsets, TQH=TILE[0], TQW=TILE[1],
+            **geo.scalars, RPB_GRAD=table_grad, BO=geo.offsets, TQH=geo.tile[0], TQW=geo.tile[1],
             KR=geo.chunk_rows, KW=geo.chunk_cols, **meta, **LAUNCH)
     grad_table = None
     if partial is not None:
@@ -191,7 +199,8 @@ class _FusedNA(torch.autograd.Function):
     def forward(ctx, q, k, v, rpb, kernel, dilation, scale):
         q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
         table = None if rpb is None else rpb.detach().float().contiguous()
-        geo, precision = _Geometry(q, kernel, dilation), _precision(q)
+        geo = _geometry(*q.shape[:4], kernel, dilation, TILE, CHUNK_ROWS)
+        precision = _precision(q)
         out, lse = _forward(q, k, v, table, geo, scale, precision)
         ctx.save_for_backward(q, k, v, table, out, lse)
         ctx.geo, ctx.scale, ctx.precision = geo, scale, precision
