@@ -39,12 +39,12 @@ MAX_HEAD_DIM = 128
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_BATCH_HEADS = 65535  # CUDA's grid y limit: batch x heads go there
 LOG2E = math.log2(math.e)
-NEG = tl.constexpr(-1.0e30)  # masked logit: finite, so a chunk without a neighbour of a
-#                                  query gives no NaN
+# Masked logit: finite, so a chunk holding no neighbour of a query gives no NaN (-inf - -inf).
+NEG = tl.constexpr(-1.0e30)
 # Tiles (rows, columns) of a program and of the chunks it loops over.
 TILE = (8, 8)        # queries (forward, dQ) or keys (dK, dV) of one program
 CHUNK_ROWS = 2       # halo rows per chunk; chunk columns: the halo's width as a power of two
-LAUNCH = {"num_warps": 4, "num_stages": 2}
+LAUNCH = {"num_warps": 4, "num_stages": 2}  # from a short, unrecorded tuning pass on an H200
 
 
 def unsupported(q: torch.Tensor, v: torch.Tensor, kernel: int) -> str | None:
@@ -62,8 +62,8 @@ def unsupported(q: torch.Tensor, v: torch.Tensor, kernel: int) -> str | None:
 
 def interpreted() -> bool:
     """Whether Triton's interpreter runs the kernels (on CPU tensors, with NumPy: tests only).
-    It needs TRITON_INTERPRET=1 both when this module is imported (`triton.jit` reads it) and
-    when the kernels run."""
+    It needs TRITON_INTERPRET=1 from before Triton is first imported (its own `tl` functions
+    are defined then) until the kernels run (tests/conftest.py sets it without CUDA)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -280,7 +280,7 @@ def _scores(a, b, table, entry, valid, scale_log2, HAS_RPB: tl.constexpr,
     `valid` is false."""
     s = tl.dot(a, tl.trans(b), input_precision=PRECISION) * scale_log2
     if HAS_RPB:
-        s += tl.load(table + entry, mask=valid, other=0.0) * 1.4426950408889634
+        s += tl.load(table + entry, mask=valid, other=0.0) * 1.4426950408889634  # log2(e)
     return tl.where(valid, s, NEG)
 
 
