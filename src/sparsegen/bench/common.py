@@ -9,6 +9,7 @@ milliseconds (`*_ms`), whole-run times in seconds (`*_s`), memory in GiB."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gc
 import io
 import math
@@ -227,6 +228,14 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "mean_m
 
 
 # --- paper values -----------------------------------------------------------------------------
+
+def plan_changes(options: dict[str, Any], plan_type: type) -> dict[str, Any]:
+    """The command-line options (argparse's `vars`) that name a field of the dataclass
+    `plan_type` and were given, lists as tuples: the `changes` a benchmark's `run` applies to
+    its default plan."""
+    return {f.name: tuple(options[f.name]) if isinstance(options[f.name], list)
+            else options[f.name]
+            for f in dataclasses.fields(plan_type) if options.get(f.name) is not None}
 
 def claims_path(paper: str) -> str:
     """The claims file of `paper`, relative to the repository root."""

@@ -55,7 +55,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,7 @@ from sparsegen.bench.common import (
     measure,
     paper_claim,
     paper_claims,
+    plan_changes,
     precision,
     precision_label,
     ratio,
@@ -635,9 +636,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help=f"|train list| of the GPU-hours (default ASSUMED_TRAIN_PAIRS = "
                         f"{ASSUMED_TRAIN_PAIRS}, an upper bound)")
     args = vars(p.parse_args(argv))
-    changes = {f.name: tuple(args[f.name]) if isinstance(args[f.name], list) else args[f.name]
-               for f in fields(Plan) if args.get(f.name) is not None}
-    print(run(args["out"], args["sizes"], args["device"], **changes))
+    print(run(args["out"], args["sizes"], args["device"], **plan_changes(args, Plan)))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,7 @@ from sparsegen.bench.common import (
     paper_claims,
     paper_recipe,
     peak_gib,
+    plan_changes,
     precision,
     precision_label,
     release,
@@ -1226,9 +1227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help=f"NA backends of the training iteration (default "
                         f"{' '.join(TRAIN_BACKENDS)})")
     args = vars(p.parse_args(argv))
-    changes = {f.name: tuple(args[f.name]) if isinstance(args[f.name], list) else args[f.name]
-               for f in fields(Plan) if args.get(f.name) is not None}
-    print(run(args["out"], args["sizes"], args["device"], **changes))
+    print(run(args["out"], args["sizes"], args["device"], **plan_changes(args, Plan)))
 
 
 if __name__ == "__main__":
