@@ -434,6 +434,10 @@ def test_cpu_dry_run_writes_every_row_kind(stylenat_dry_run) -> None:
             and r["backend"] == "torch"} == {"4"}  # a reference backend: the training batch
     assert {(r["heads"], r["head_dim"]) for r in cost} == {("8", "4")}
     assert all(r["sdpa_backend"] for r in cost if r["attention"] != "neighborhood")
+    natten_rows = [r for r in cost if r["backend"] == "natten"]
+    path = ("its compiled kernels" if __import__("natten").HAS_LIBNATTEN
+            else "NATTEN's Flex Attention path, eager")  # float32 rows: never compiled Flex
+    assert natten_rows and all(path in r["note"] for r in natten_rows)
 
     train = {(r["variant"], r["backend"], r["gpus"], r["metric"]): r for r in rows
              if r["kind"] == "train_step"}

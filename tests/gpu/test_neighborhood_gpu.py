@@ -10,7 +10,11 @@ import pytest
 import torch
 
 from sparsegen.attention.hydra import HydraNeighborhoodAttention
-from sparsegen.attention.neighborhood import auto_backend, neighborhood_attention
+from sparsegen.attention.neighborhood import (
+    auto_backend,
+    natten_compiles_flex,
+    neighborhood_attention,
+)
 from sparsegen.attention.window import window_attention
 
 pytestmark = [pytest.mark.gpu,
@@ -63,6 +67,16 @@ def test_natten_matches_torch_forward_and_backward(h, w, kernel, dilation, head_
     assert torch.allclose(out, ref_out, atol=2e-5, rtol=1e-4)
     for g, ref in zip(grads, ref_grads, strict=True):
         assert torch.allclose(g, ref, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.skipif(not HAS_NATTEN or bool(getattr(__import__("natten"), "HAS_LIBNATTEN", True)),
+                    reason="needs natten without its compiled kernels (its Flex path)")
+def test_natten_compiles_flex_only_for_half_precision():
+    q32 = _inputs(8, 8, 3, 32)[0].detach()
+    assert not natten_compiles_flex(q32, q32, q32)  # float32: eager Flex, every score formed
+    q16 = q32.to(torch.bfloat16)
+    assert natten_compiles_flex(q16, q16, q16)
+    assert not natten_compiles_flex(q16.cpu(), q16.cpu(), q16.cpu())
 
 
 def test_auto_backend_on_cuda():

@@ -407,6 +407,22 @@ def _natten_has_kernels() -> bool:
     return bool(natten.HAS_LIBNATTEN)
 
 
+def natten_compiles_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether backend "natten" runs NATTEN's Flex path compiled for these inputs: on CUDA
+    without libnatten, for the inputs NATTEN compiles (NATTEN 0.21: float16/bfloat16,
+    32 <= head_dim <= 512, no backward). Otherwise that path runs eagerly, forming every
+    query-key score. False with libnatten (its own kernels run) or without NATTEN."""
+    if importlib.util.find_spec("natten") is None:
+        return False
+    import natten
+    from natten.backends import get_compatible_backends
+
+    if not q.is_cuda or natten.HAS_LIBNATTEN:
+        return False
+    natten.allow_flex_compile()
+    return bool(get_compatible_backends(q, k, v, torch_compile=True))
+
+
 def _natten_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dilation: int,
                scale: float) -> torch.Tensor:
     """`natten.na2d`. Without libnatten NATTEN runs Flex Attention, eagerly (a dense fallback)
@@ -418,10 +434,7 @@ def _natten_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, d
     import natten
     from natten.backends import get_compatible_backends
 
-    compile_flex = False
-    if q.is_cuda and not natten.HAS_LIBNATTEN:
-        natten.allow_flex_compile()
-        compile_flex = bool(get_compatible_backends(q, k, v, torch_compile=True))
+    compile_flex = natten_compiles_flex(q, k, v)
     if not get_compatible_backends(q, k, v, torch_compile=compile_flex):
         raise ValueError(f"neighborhood_attention: natten {natten.__version__} has no backend for "
                          f"head_dim {q.shape[-1]}, {q.dtype} on {q.device} (its Flex path needs "

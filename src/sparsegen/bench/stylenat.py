@@ -113,7 +113,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 from tqdm import tqdm
 
-from sparsegen.attention.neighborhood import available_backends, neighborhood_attention
+from sparsegen.attention.neighborhood import (
+    available_backends,
+    natten_compiles_flex,
+    neighborhood_attention,
+)
 from sparsegen.attention.window import window_attention
 from sparsegen.bench.common import (
     environment,
@@ -654,15 +658,22 @@ def attention_call(config: dict[str, Any], level: Level, batch: int, device: tor
     return forward_backward
 
 
-def natten_note() -> str:
-    """Which NATTEN ran: its compiled kernels, or (without libnatten) its Flex Attention path."""
+def natten_note(head_dim: int, device: torch.device) -> str:
+    """Which NATTEN ran: its compiled kernels, or (without libnatten) its Flex Attention path,
+    compiled or eager for float32 inputs of `head_dim` on `device`."""
     if importlib.util.find_spec("natten") is None:
         return ""
     import natten
 
-    kernels = ("its compiled kernels" if natten.HAS_LIBNATTEN
-               else "no compiled kernels (libnatten): NATTEN's Flex Attention path")
-    return f"natten {natten.__version__}, {kernels}"
+    if natten.HAS_LIBNATTEN:
+        path = "its compiled kernels"
+    else:
+        probe = torch.zeros(1, 1, 1, 1, head_dim, device=device)  # float32, as every cost row
+        path = "no compiled kernels (libnatten): NATTEN's Flex Attention path, " + (
+            "compiled" if natten_compiles_flex(probe, probe, probe) else
+            "eager (NATTEN compiles Flex only for float16/bfloat16 inputs; eager Flex forms "
+            "every query-key score)")
+    return f"natten {natten.__version__}, {path}"
 
 
 def natten_has_backward() -> bool:
@@ -674,7 +685,7 @@ def natten_has_backward() -> bool:
     return bool(natten.HAS_LIBNATTEN)
 
 
-def config_note(config: dict[str, Any], plan: Plan) -> str:
+def config_note(config: dict[str, Any], plan: Plan, head_dim: int, device: torch.device) -> str:
     """What a row leaves out on purpose, and which NATTEN ran."""
     if not is_reference(config):
         return ""
@@ -683,7 +694,7 @@ def config_note(config: dict[str, Any], plan: Plan) -> str:
     if config["backend"] == "flex" and not config["rpb"]:
         notes.append("forward only (no model trains without the RPB)")
     if config["backend"] == "natten":
-        notes.append(natten_note())
+        notes.append(natten_note(head_dim, device))
     return join_notes(*notes)
 
 
@@ -693,7 +704,7 @@ def cost_row(level: Level, config: dict[str, Any], plan: Plan, device: torch.dev
     row = {"kind": "attention_cost", **config, "side": level.side, "heads": level.heads,
            "head_dim": level.head_dim, "attention_scores": attention_scores(config, level),
            "min_bytes": min_bytes(config, level)}
-    note = config_note(config, plan)
+    note = config_note(config, plan, level.head_dim, device)
     if deadline.spent():
         outcome = deadline.skipped()
     elif config["attention"] == "neighborhood" and config["backend"] not in plan.backends:
