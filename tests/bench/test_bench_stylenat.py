@@ -141,6 +141,10 @@ def test_bytes_and_scores_of_the_generators_largest_level() -> None:
     assert bench.min_bytes(_na(8, "forward_backward"), PAPER_256) == (
         12 * tensor + 2 * lse + 3 * table) == 3_238_010_800
     assert bench.attention_scores(_na(8, "forward"), PAPER_256) == 8 * 65536 * 4 * 49
+    # bfloat16 rows: tensors and table at 2 bytes, the log-sum-exp rows stay fp32
+    assert bench.min_bytes(_na(8, "forward"), PAPER_256, 2) == (4 * tensor + table) // 2
+    assert bench.min_bytes(_na(8, "forward_backward"), PAPER_256, 2) == (
+        (12 * tensor + 3 * table) // 2 + 2 * lse)
     level64 = bench.Level(side=64, heads=16, head_dim=32, kernel=7, dilations=(1, 8), window=8)
     window = {"attention": "window", "window": 8, "shift": 4, "rpb": True, "batch": 1,
               "pass": "forward"}
@@ -363,6 +367,29 @@ def test_bandwidth_target_reads_fused_na_at_256(fraction: float, met: str) -> No
     assert (row["value"], row["target"], row["target_met"]) == (fraction, ">= 0.5", met)
     missing = bench.bandwidth_target(rows, batch=1)
     assert missing["status"] == "no result" and missing["target_met"] == ""
+
+
+def test_bfloat16_cost_rows(tmp_path, stylenat_dry_run) -> None:
+    out = tmp_path / "stylenat.csv"
+    bench.main(["--device", "cpu", "--sizes", "8", "--sections", "cost", "--cost-dtype",
+                "bfloat16", "--out", str(out)])
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    cost = [r for r in rows if r["kind"] == "attention_cost"]
+    assert {r["precision"] for r in rows if r["kind"] != "bandwidth"} == {"bf16"}
+    assert {r["status"] for r in cost if r["backend"] in ("torch", "sdpa")} == {"ok"}
+    # the same calls in float32 (the dry run at side 8): half the bytes but the fp32 lse rows
+    key = ("attention", "backend", "rpb", "batch", "pass", "dilation", "shift")
+    fp32 = {tuple(r[c] for c in key): int(r["min_bytes"]) for r in stylenat_dry_run[1]
+            if r["kind"] == "attention_cost" and r["side"] == "8"}
+    for r in cost:
+        lse = 2 * int(r["batch"]) * 8 * 8 * int(r["heads"]) * 4 if r["pass"] != "forward" else 0
+        assert int(r["min_bytes"]) - lse == (fp32[tuple(r[c] for c in key)] - lse) // 2, r
+    level = bench.Level(side=8, heads=2, head_dim=4, kernel=3, dilations=(1,), window=4)
+    for config in ({"attention": "neighborhood", "backend": "torch", "rpb": True, "dilation": 1},
+                   {"attention": "window", "window": 4, "shift": 2, "rpb": True}):
+        assert bench.attention_call(config, level, 1, CPU, torch.bfloat16)().dtype == (
+            torch.bfloat16)
 
 
 def test_a_spent_budget_skips_every_row_but_the_copy(tmp_path) -> None:

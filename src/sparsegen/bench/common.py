@@ -106,6 +106,7 @@ PRECISIONS = {
     "fp32": (False, False),           # strict: no TF32 anywhere
     "fp32+tf32conv": (False, True),   # PyTorch's defaults (what the training jobs run)
     "tf32": (True, True),             # TF32 matmuls and convolutions (StyleNAT's official flags)
+    "bf16": (True, True),             # bfloat16 tensors; any float32 op as under "tf32"
 }
 # Environment variable that lets a GPU run record a commit that is not a full hash.
 ALLOW_UNKNOWN_COMMIT = "SPARSEGEN_BENCH_ALLOW_UNKNOWN_COMMIT"
@@ -132,8 +133,9 @@ def precision(name: str, cudnn_benchmark: bool | None = None) -> Iterator[str]:
 
 
 def precision_label(name: str, device: torch.device) -> str:
-    """The row's precision: TF32 exists only on CUDA, so every CPU row is `fp32`."""
-    return name if device.type == "cuda" else "fp32"
+    """The row's precision: TF32 exists only on CUDA, so a CPU row of a float32 precision is
+    `fp32`; `bf16` stays."""
+    return name if device.type == "cuda" or name == "bf16" else "fp32"
 
 
 @contextmanager

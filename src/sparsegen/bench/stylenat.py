@@ -27,7 +27,9 @@ params; StyleSwin 30.20 img/s, 48.93 M) are read from pipeline/claims/stylenat.y
 Attention cost: one call at the FFHQ-256 generator's width at each level (all the level's heads,
 head_dim from architecture.py; in the model each Hydra partition gets a share of them), kernel 7
 at dilation 1 and at the level's largest, under the same `tf32` flags; q, k, v ~ N(0, 1)
-float32. `pass`: `forward` (inference mode) or `forward_backward` (out.backward(grad) after the
+float32 (precision `tf32`), or bfloat16 with `--cost-dtype bfloat16` (precision `bf16`: q, k,
+v, the RPB table and the output in bfloat16, the input NATTEN compiles its Flex path for).
+`pass`: `forward` (inference mode) or `forward_backward` (out.backward(grad) after the
 forward, q, k, v and the RPB table requiring grad, timed together). Fused NA (backend "fused",
 with RPB), window attention with RPB (shift 0 and window // 2, on PyTorch's SDPA choice, which
 `sdpa_backend` names) and dense SDPA (forward) run at batch 1 and at the per-GPU training batch
@@ -39,10 +41,11 @@ is a result). time = median of CUDA-event times after warm-up (3 + 20 calls, few
 where one call takes long: at least MIN_REPEATS within COST_ROW_S seconds); memory = peak
 allocated during the timed calls above what was allocated before them (inputs, caches).
 Every row carries `attention_scores` (B * H * W * heads * keys per query: k², window² or H*W)
-and `min_bytes`, the traffic no implementation can avoid in float32 (`min_bytes`: forward q, k,
-v read once, the output written once, the RPB table read; forward+backward adds the backward's
-reads of q, k, v, out and dO, its writes of dq, dk, dv, the log-sum-exp rows (fp32) written in
-the forward and read in the backward, the table read again and its gradient written); rows
+and `min_bytes`, the traffic no implementation can avoid in the rows' element type
+(`min_bytes`: forward q, k, v read once, the output written once, the RPB table read;
+forward+backward adds the backward's reads of q, k, v, out and dO, its writes of dq, dk, dv,
+the log-sum-exp rows (fp32) written in the forward and read in the backward, the table read
+again and its gradient written); rows
 that ran get `achieved_gb_per_s`, `bandwidth_fraction` (of the copy) and `achieved_tflop_per_s`
 (4 * scores * head_dim flops forward, 3.5 times that forward+backward). Summary rows: the
 smallest side at which the fastest neighbourhood backend beats dense SDPA (training batch,
@@ -166,6 +169,8 @@ PASSES = ("forward", "forward_backward")
 REFERENCE_NA = (("flex", True, PASSES), ("natten", False, PASSES),
                 ("flex", False, ("forward",)), ("torch", True, PASSES))
 FP32_BYTES = 4
+# element type of the attention rows' q, k, v, bias and output (`--cost-dtype`) -> precision label
+COST_DTYPES = {"float32": (torch.float32, "tf32"), "bfloat16": (torch.bfloat16, "bf16")}
 FLOPS_PER_SCORE = {"forward": 4, "forward_backward": 14}  # x head_dim: q.k and p.v, 2 flops
 #   per multiply-add; the backward 2.5 times the forward (FlashAttention's convention)
 SIZES = (32, 64, 128, 256)
@@ -212,6 +217,7 @@ class Plan:
     ddp_gpus: int              # 0: no DDP row is measured
     budget_s: float = BUDGET_S
     sections: tuple[str, ...] = SECTIONS
+    cost_dtype: str = "float32"  # a key of COST_DTYPES
 
 
 def train_settings(device_type: str, preset: str | None = None, backend: str | None = None
@@ -621,33 +627,34 @@ def achieved(row: dict[str, Any], copy_gb_per_s: float) -> dict[str, Any]:
             "achieved_tflop_per_s": round(flops / seconds / 1e12, 3)}
 
 
-def attention_call(config: dict[str, Any], level: Level, batch: int, device: torch.device
-                   ) -> Callable[[], Any]:
-    """The call to time, with its inputs built once: q, k, v ~ N(0, 1) in the layout each
-    attention takes natively (heads-last [B, H, W, heads, D]; SDPA: [B, heads, H*W, D]). Pass
+def attention_call(config: dict[str, Any], level: Level, batch: int, device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> Callable[[], Any]:
+    """The call to time, with its inputs (of `dtype`) built once: q, k, v ~ N(0, 1) in the layout
+    each attention takes natively (heads-last [B, H, W, heads, D]; SDPA: [B, heads, H*W, D]). Pass
     forward_backward: q, k, v and the table require grad, and the call is the forward then
     out.backward(grad) with inference mode off (gradients are dropped after each call)."""
     gen = torch.Generator().manual_seed(0)
     shape = (batch, level.side, level.side, level.heads, level.head_dim)
-    q, k, v = (torch.randn(shape, generator=gen).to(device) for _ in range(3))
+    q, k, v = (torch.randn(shape, generator=gen).to(device, dtype) for _ in range(3))
     table = None
     if config["attention"] == "dense":
         q, k, v = (t.flatten(1, 2).transpose(1, 2).contiguous() for t in (q, k, v))
         call = partial(F.scaled_dot_product_attention, q, k, v)
     elif config["attention"] == "window":
         span = 2 * config["window"] - 1
-        table = (0.02 * torch.randn(level.heads, span, span, generator=gen)).to(device)
+        table = (0.02 * torch.randn(level.heads, span, span, generator=gen)).to(device, dtype)
         call = partial(window_attention, q, k, v, config["window"], config["shift"], table)
     else:
         span = 2 * level.kernel - 1
         if config["rpb"]:
-            table = (0.02 * torch.randn(level.heads, span, span, generator=gen)).to(device)
+            table = (0.02 * torch.randn(level.heads, span, span, generator=gen)).to(device,
+                                                                                     dtype)
         call = partial(neighborhood_attention, q, k, v, level.kernel, config["dilation"], table,
                        backend=config["backend"])
     if config.get("pass", "forward") == "forward":
         return call
     leaves = [t.requires_grad_() for t in (q, k, v, table) if t is not None]
-    grad = torch.randn(q.shape, generator=gen).to(device)
+    grad = torch.randn(q.shape, generator=gen).to(device, dtype)
 
     def forward_backward() -> None:
         with torch.inference_mode(False), torch.enable_grad():
@@ -658,9 +665,9 @@ def attention_call(config: dict[str, Any], level: Level, batch: int, device: tor
     return forward_backward
 
 
-def natten_note(head_dim: int, device: torch.device) -> str:
+def natten_note(head_dim: int, device: torch.device, dtype: torch.dtype) -> str:
     """Which NATTEN ran: its compiled kernels, or (without libnatten) its Flex Attention path,
-    compiled or eager for float32 inputs of `head_dim` on `device`."""
+    compiled or eager for inputs of `head_dim` and `dtype` on `device`."""
     if importlib.util.find_spec("natten") is None:
         return ""
     import natten
@@ -668,7 +675,7 @@ def natten_note(head_dim: int, device: torch.device) -> str:
     if natten.HAS_LIBNATTEN:
         path = "its compiled kernels"
     else:
-        probe = torch.zeros(1, 1, 1, 1, head_dim, device=device)  # float32, as every cost row
+        probe = torch.zeros(1, 1, 1, 1, head_dim, device=device, dtype=dtype)
         path = "no compiled kernels (libnatten): NATTEN's Flex Attention path, " + (
             "compiled" if natten_compiles_flex(probe, probe, probe) else
             "eager (NATTEN compiles Flex only for float16/bfloat16 inputs; eager Flex forms "
@@ -685,7 +692,8 @@ def natten_has_backward() -> bool:
     return bool(natten.HAS_LIBNATTEN)
 
 
-def config_note(config: dict[str, Any], plan: Plan, head_dim: int, device: torch.device) -> str:
+def config_note(config: dict[str, Any], plan: Plan, head_dim: int, device: torch.device
+                ) -> str:
     """What a row leaves out on purpose, and which NATTEN ran."""
     if not is_reference(config):
         return ""
@@ -694,16 +702,17 @@ def config_note(config: dict[str, Any], plan: Plan, head_dim: int, device: torch
     if config["backend"] == "flex" and not config["rpb"]:
         notes.append("forward only (no model trains without the RPB)")
     if config["backend"] == "natten":
-        notes.append(natten_note(head_dim, device))
+        notes.append(natten_note(head_dim, device, COST_DTYPES[plan.cost_dtype][0]))
     return join_notes(*notes)
 
 
 def cost_row(level: Level, config: dict[str, Any], plan: Plan, device: torch.device,
              deadline: Deadline) -> dict[str, Any]:
     """One attention row: measured, or skipped (backend not timed here, no backward, budget)."""
+    dtype = COST_DTYPES[plan.cost_dtype][0]
     row = {"kind": "attention_cost", **config, "side": level.side, "heads": level.heads,
            "head_dim": level.head_dim, "attention_scores": attention_scores(config, level),
-           "min_bytes": min_bytes(config, level)}
+           "min_bytes": min_bytes(config, level, dtype.itemsize)}
     note = config_note(config, plan, level.head_dim, device)
     if deadline.spent():
         outcome = deadline.skipped()
@@ -714,7 +723,7 @@ def cost_row(level: Level, config: dict[str, Any], plan: Plan, device: torch.dev
         outcome = {"status": "skipped", "note": "NATTEN without its compiled kernels: its "
                                                 "Flex path has no backward here"}
     else:
-        fn = attention_call(config, level, config["batch"], device)
+        fn = attention_call(config, level, config["batch"], device, dtype)
         outcome = (measure_sdpa(fn, device, plan.cost_calls, config["sdpa_choice"], COST_ROW_S)
                    if config.get("sdpa_choice") else
                    measure_calls(fn, device, *plan.cost_calls, max_s=COST_ROW_S))
@@ -1165,6 +1174,7 @@ def benchmark(plan: Plan, device: torch.device, out: Path | None = None
     gpus = 1 if device.type == "cuda" else 0
     tasks = cost_tasks(plan) if "cost" in plan.sections else []  # bad --sizes stop here too
     main, references = run_order(tasks)
+    cost_label = precision_label(COST_DTYPES[plan.cost_dtype][1], device)
 
     def finish(r: dict[str, Any]) -> dict[str, Any]:
         return {"paper": PAPER, "gpus": gpus, **r, **env, **comparability(r, env["device"])}
@@ -1181,7 +1191,7 @@ def benchmark(plan: Plan, device: torch.device, out: Path | None = None
                               for r in throughput_rows(plan, device, deadline)]
                 measured += throughput
             for i, row in cost_rows(tasks, main, plan, device, deadline, "attention cost"):
-                cost[i] = {**row, "precision": label}
+                cost[i] = {**row, "precision": cost_label}
                 measured.append(cost[i])
         if "train" in plan.sections:
             training = training_rows(plan, device, deadline)
@@ -1189,17 +1199,17 @@ def benchmark(plan: Plan, device: torch.device, out: Path | None = None
         with official_flags(device):
             for i, row in cost_rows(tasks, references, plan, device, deadline,
                                     "reference backends"):
-                cost[i] = {**row, "precision": label}
+                cost[i] = {**row, "precision": cost_label}
                 measured.append(cost[i])
     attention = with_achieved([cost[i] for i in sorted(cost)], copy)
     summaries = []
     if "throughput" in plan.sections:
-        summaries += [throughput_ratio(throughput, m) for m in
+        summaries += [{**throughput_ratio(throughput, m), "precision": label} for m in
                       ("throughput_ratio", "throughput_ratio[stretch]")]
     if tasks:
-        summaries += attention_summaries(attention, plan)
-    rows = ([copy] if copy else []) + throughput + attention
-    rows += [{**s, "precision": label} for s in summaries] + training
+        summaries += [{**s, "precision": cost_label}
+                      for s in attention_summaries(attention, plan)]
+    rows = ([copy] if copy else []) + throughput + attention + summaries + training
     return [finish(r) for r in rows]
 
 
@@ -1233,6 +1243,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--cost-calls", dest="cost_calls", type=int, nargs=2,
                    metavar=("WARMUP", "TIMED"), help="calls per attention row (default "
                    f"{' '.join(map(str, COST_REPEATS['cuda']))})")
+    p.add_argument("--cost-dtype", dest="cost_dtype", choices=COST_DTYPES, default=None,
+                   help="element type of the attention rows' tensors (default float32; "
+                        "bfloat16: precision bf16, NATTEN's Flex path compiled)")
     p.add_argument("--train-backends", dest="train_backends", nargs="+", default=None,
                    choices=RPB_BACKENDS,
                    help=f"NA backends of the training iteration (default "
