@@ -17,11 +17,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sparsegen.attention.neighborhood import available_backends
 from sparsegen.bench import common
 from sparsegen.bench import stylenat as bench
+from sparsegen.bench import stylenat_attention as attention
+from sparsegen.bench import stylenat_measure as measure
 from sparsegen.bench.common import COLUMNS
 from sparsegen.claims import load_claims
 from sparsegen.config import load_params, resolve
+from sparsegen.models.stylenat.generator import build_generator
 from sparsegen.provenance import REPO_ROOT
 
 CPU = torch.device("cpu")
@@ -39,7 +43,7 @@ def _model(preset: str) -> dict[str, Any]:
 def test_levels_use_the_ffhq256_generator_widths(side: int, heads: int, head_dim: int,
                                                   dilations: tuple[int, ...], window: int) -> None:
     # official FFHQ-256: widths 512 (<=64), 256, 128; head_dim 32; dilations [1, side/8]
-    level = bench.level_of(_model("paper"), side)
+    level = attention.level_of(_model("paper"), side)
     assert (level.heads, level.head_dim, level.dilations, level.window, level.kernel) == (
         heads, head_dim, dilations, window, 7)
 
@@ -47,11 +51,11 @@ def test_levels_use_the_ffhq256_generator_widths(side: int, heads: int, head_dim
 @pytest.mark.parametrize("side", [4, 48, 512])
 def test_sizes_that_are_not_neighbourhood_levels_are_refused(side: int) -> None:
     with pytest.raises(ValueError, match=f"--sizes: {side} is not"):
-        bench.level_of(_model("paper"), side)
+        attention.level_of(_model("paper"), side)
 
 
 def test_every_attention_is_configured_at_a_level() -> None:
-    configs = bench.attention_configs(bench.level_of(_model("paper"), 64), (1, 8))
+    configs = attention.attention_configs(attention.level_of(_model("paper"), 64), (1, 8))
     na = {(c["backend"], c["rpb"], c["dilation"], c["batch"], c["pass"]) for c in configs
           if c["attention"] == "neighborhood"}
     both = ("forward", "forward_backward")
@@ -66,7 +70,7 @@ def test_every_attention_is_configured_at_a_level() -> None:
     assert {c["sdpa_choice"] for c in configs if c["attention"] != "neighborhood"} == {"default"}
     assert [(c["batch"], c["pass"]) for c in configs if c["attention"] == "dense"] == [
         (1, "forward"), (8, "forward")]
-    small = bench.attention_configs(bench.level_of(_model("paper"), 8), (8,))
+    small = attention.attention_configs(attention.level_of(_model("paper"), 8), (8,))
     assert {c["shift"] for c in small if c["attention"] == "window"} == {0}  # window == side
 
 
@@ -74,10 +78,10 @@ def test_fused_window_and_dense_run_first_then_references_by_priority() -> None:
     model = _model("paper")
     plan = replace(bench.plan_for(CPU), stylenat={"model": model}, sides=(32, 256),
                    batches=(1, 8))
-    tasks = bench.cost_tasks(plan)
-    main, references = bench.run_order(tasks)
+    tasks = attention.cost_tasks(plan)
+    main, references = attention.run_order(tasks)
     assert sorted(main + references) == list(range(len(tasks)))
-    assert main == sorted(main) and not any(bench.is_reference(tasks[i][1]) for i in main)
+    assert main == sorted(main) and not any(attention.is_reference(tasks[i][1]) for i in main)
     first = [(tasks[i][0].side, tasks[i][1]["backend"], tasks[i][1]["rpb"],
               tasks[i][1]["dilation"], tasks[i][1]["pass"]) for i in references[:5]]
     assert first == [(256, "flex", True, 1, "forward"), (256, "natten", False, 1, "forward"),
@@ -90,9 +94,9 @@ def test_fused_window_and_dense_run_first_then_references_by_priority() -> None:
 def test_dense_and_full_neighbourhood_calls_see_the_same_inputs() -> None:
     # kernel == side: neighbourhood attention is full attention, so the dense SDPA call (which
     # flattens the heads-last inputs) must give the same output as the neighbourhood call
-    level = bench.Level(side=7, heads=2, head_dim=4, kernel=7, dilations=(1,), window=7)
-    dense = bench.attention_call({"attention": "dense"}, level, 2, CPU)()
-    na = bench.attention_call({"attention": "neighborhood", "backend": "torch", "rpb": False,
+    level = attention.Level(side=7, heads=2, head_dim=4, kernel=7, dilations=(1,), window=7)
+    dense = attention.attention_call({"attention": "dense"}, level, 2, CPU)()
+    na = attention.attention_call({"attention": "neighborhood", "backend": "torch", "rpb": False,
                                "dilation": 1}, level, 2, CPU)()
     torch.testing.assert_close(dense.transpose(1, 2).reshape(na.shape), na, atol=1e-5,
                                rtol=1e-5)
@@ -115,16 +119,16 @@ def test_forward_backward_calls_run_under_inference_mode(monkeypatch, config: di
                      args[2].requires_grad, torch.is_inference_mode_enabled()))
         return out
 
-    attend = getattr(bench, name)
-    monkeypatch.setattr(bench, name, spy)
-    level = bench.Level(side=8, heads=2, head_dim=4, kernel=3, dilations=(1, 2), window=4)
-    call = bench.attention_call({**config, "pass": "forward_backward"}, level, 2, CPU)
+    attend = getattr(attention, name)
+    monkeypatch.setattr(attention, name, spy)
+    level = attention.Level(side=8, heads=2, head_dim=4, kernel=3, dilations=(1, 2), window=4)
+    call = attention.attention_call({**config, "pass": "forward_backward"}, level, 2, CPU)
     with torch.inference_mode():
         assert call() is None
     assert seen == [(True, True, True, True, False), (2, 8, 8, 2, 4)]
 
 
-PAPER_256 = bench.Level(side=256, heads=4, head_dim=32, kernel=7, dilations=(1, 32), window=8)
+PAPER_256 = attention.Level(side=256, heads=4, head_dim=32, kernel=7, dilations=(1, 32), window=8)
 
 
 def _na(batch: int, pass_: str, rpb: bool = True) -> dict:
@@ -136,61 +140,61 @@ def test_bytes_and_scores_of_the_generators_largest_level() -> None:
     # 256², batch 8, 4 heads of 32: one fp32 tensor is 8 * 65536 * 4 * 32 * 4 B = 256 MiB;
     # the RPB table is 4 * 13 * 13 * 4 B = 2704 B
     tensor, table, lse = 268_435_456, 2704, 8 * 65536 * 4 * 4
-    assert bench.min_bytes(_na(8, "forward"), PAPER_256) == 4 * tensor + table == 1_073_744_528
-    assert bench.min_bytes(_na(8, "forward", rpb=False), PAPER_256) == 4 * tensor
-    assert bench.min_bytes(_na(8, "forward_backward"), PAPER_256) == (
+    assert attention.min_bytes(_na(8, "forward"), PAPER_256) == 4 * tensor + table == 1_073_744_528
+    assert attention.min_bytes(_na(8, "forward", rpb=False), PAPER_256) == 4 * tensor
+    assert attention.min_bytes(_na(8, "forward_backward"), PAPER_256) == (
         12 * tensor + 2 * lse + 3 * table) == 3_238_010_800
-    assert bench.attention_scores(_na(8, "forward"), PAPER_256) == 8 * 65536 * 4 * 49
+    assert attention.attention_scores(_na(8, "forward"), PAPER_256) == 8 * 65536 * 4 * 49
     # bfloat16 rows: tensors and table at 2 bytes, the log-sum-exp rows stay fp32
-    assert bench.min_bytes(_na(8, "forward"), PAPER_256, 2) == (4 * tensor + table) // 2
-    assert bench.min_bytes(_na(8, "forward_backward"), PAPER_256, 2) == (
+    assert attention.min_bytes(_na(8, "forward"), PAPER_256, 2) == (4 * tensor + table) // 2
+    assert attention.min_bytes(_na(8, "forward_backward"), PAPER_256, 2) == (
         (12 * tensor + 3 * table) // 2 + 2 * lse)
-    level64 = bench.Level(side=64, heads=16, head_dim=32, kernel=7, dilations=(1, 8), window=8)
+    level64 = attention.Level(side=64, heads=16, head_dim=32, kernel=7, dilations=(1, 8), window=8)
     window = {"attention": "window", "window": 8, "shift": 4, "rpb": True, "batch": 1,
               "pass": "forward"}
-    assert bench.min_bytes(window, level64) == 4 * 4096 * 16 * 32 * 4 + 16 * 15 * 15 * 4
-    assert bench.attention_scores(window, level64) == 4096 * 16 * 64
+    assert attention.min_bytes(window, level64) == 4 * 4096 * 16 * 32 * 4 + 16 * 15 * 15 * 4
+    assert attention.attention_scores(window, level64) == 4096 * 16 * 64
     dense = {"attention": "dense", "rpb": False, "batch": 2, "pass": "forward"}
-    assert bench.attention_scores(dense, level64) == 2 * 4096 * 16 * 4096
+    assert attention.attention_scores(dense, level64) == 2 * 4096 * 16 * 4096
 
 
 def test_achieved_bandwidth_and_flops_from_the_median() -> None:
     row = {**_na(8, "forward"), "status": "ok", "median_ms": 1.0, "head_dim": 32,
            "min_bytes": 1_073_744_528, "attention_scores": 102_760_448}
-    assert bench.achieved(row, copy_gb_per_s=4000.0) == {
+    assert attention.achieved(row, copy_gb_per_s=4000.0) == {
         "achieved_gb_per_s": 1073.74, "bandwidth_fraction": 0.2684,
         "achieved_tflop_per_s": 13.153}  # 4 * 102,760,448 * 32 flops in 1 ms
     back = {**row, "pass": "forward_backward", "median_ms": 2.0, "min_bytes": 3_238_010_800}
-    assert bench.achieved(back, 4000.0) == {
+    assert attention.achieved(back, 4000.0) == {
         "achieved_gb_per_s": 1619.01, "bandwidth_fraction": 0.4048,
         "achieved_tflop_per_s": 23.018}  # 3.5 x the forward's flops in 2 ms
-    assert bench.achieved({**row, "status": "out of memory"}, 4000.0) == {}
+    assert attention.achieved({**row, "status": "out of memory"}, 4000.0) == {}
 
 
 def test_copy_bandwidth_counts_read_and_write() -> None:
     plan = replace(bench.plan_for(CPU), copy_bytes=2**20)
-    row = bench.bandwidth_row(plan, CPU)
+    row = attention.bandwidth_row(plan, CPU)
     assert row["status"] == "ok" and row["min_bytes"] == 2**21 and set(row) <= set(COLUMNS)
     assert row["achieved_gb_per_s"] == pytest.approx(2**21 / row["median_ms"] / 1e6, abs=0.01)
 
 
 def test_calls_are_counted_and_timed() -> None:
     calls = []
-    result = bench.measure_calls(lambda: calls.append(1), CPU, warmup=3, repeats=4)
+    result = measure.measure_calls(lambda: calls.append(1), CPU, warmup=3, repeats=4)
     assert len(calls) == 7 and result["status"] == "ok" and result["repeats"] == 4
     assert result["median_ms"] >= 0 and math.isnan(result["peak_mem_gib"])
     assert set(result) <= set(COLUMNS)
 
 
 def test_slow_calls_are_timed_fewer_times() -> None:
-    assert bench.fewer_repeats(20, 0.001, 3.0) == 20
-    assert bench.fewer_repeats(20, 0.2, 3.0) == 15
-    assert bench.fewer_repeats(20, 1.0, 3.0) == bench.MIN_REPEATS
-    assert bench.fewer_repeats(2, 1.0, 3.0) == 2  # never more than asked
+    assert measure.fewer_repeats(20, 0.001, 3.0) == 20
+    assert measure.fewer_repeats(20, 0.2, 3.0) == 15
+    assert measure.fewer_repeats(20, 1.0, 3.0) == measure.MIN_REPEATS
+    assert measure.fewer_repeats(2, 1.0, 3.0) == 2  # never more than asked
     calls = []
-    result = bench.measure_calls(lambda: calls.append(1), CPU, warmup=3, repeats=20, max_s=0.0)
-    assert result["repeats"] == bench.MIN_REPEATS and result["warmup"] == 3
-    assert len(calls) == 3 + bench.MIN_REPEATS
+    result = measure.measure_calls(lambda: calls.append(1), CPU, warmup=3, repeats=20, max_s=0.0)
+    assert result["repeats"] == measure.MIN_REPEATS and result["warmup"] == 3
+    assert len(calls) == 3 + measure.MIN_REPEATS
 
 
 @pytest.mark.parametrize(("error", "status"), [
@@ -200,14 +204,14 @@ def test_failures_are_results(error: Exception, status: str) -> None:
     def fail() -> None:
         raise error
 
-    result = bench.measure_calls(fail, CPU, warmup=1, repeats=2)
+    result = measure.measure_calls(fail, CPU, warmup=1, repeats=2)
     assert result["status"] == status and math.isnan(result["median_ms"])
     assert status == "out of memory" or "flex compilation failed" in result["note"]
 
 
 def test_a_bug_in_the_benchmark_is_not_hidden_as_a_result() -> None:
     with pytest.raises(TypeError):
-        bench.measure_calls(lambda: len(3), CPU, warmup=1, repeats=2)
+        measure.measure_calls(lambda: len(3), CPU, warmup=1, repeats=2)
 
 
 def _sdpa() -> torch.Tensor:
@@ -216,16 +220,16 @@ def _sdpa() -> torch.Tensor:
 
 
 def test_each_sdpa_choice_is_timed_or_recorded_as_refused() -> None:
-    math_row = bench.measure_sdpa(_sdpa, CPU, (1, 2), "math")
+    math_row = measure.measure_sdpa(_sdpa, CPU, (1, 2), "math")
     assert (math_row["status"], math_row["sdpa_backend"]) == ("ok", "math")
     assert "SDPA ran: math" in math_row["note"]
-    default = bench.measure_sdpa(_sdpa, CPU, (1, 2), "default")
+    default = measure.measure_sdpa(_sdpa, CPU, (1, 2), "default")
     assert default["status"] == "ok" and default["sdpa_backend"] in ("flash", "math")
     for choice in ("efficient", "cudnn"):  # CUDA kernels: the CPU refuses them
-        refused = bench.measure_sdpa(_sdpa, CPU, (1, 2), choice)
+        refused = measure.measure_sdpa(_sdpa, CPU, (1, 2), choice)
         assert refused["status"] == "error" and "sdpa_backend" not in refused
         assert "RuntimeError" in refused["note"]
-    assert bench.sdpa_ran(lambda: torch.ones(3) * 2, CPU)["sdpa_backend"] == ""
+    assert measure.sdpa_ran(lambda: torch.ones(3) * 2, CPU)["sdpa_backend"] == ""
 
 
 def test_a_refused_sdpa_choice_keeps_pytorchs_reasons() -> None:
@@ -234,7 +238,7 @@ def test_a_refused_sdpa_choice_keeps_pytorchs_reasons() -> None:
                       stacklevel=1)
         raise RuntimeError("No available kernel. Aborting execution.")
 
-    row = bench.measure_sdpa(refuse, CPU, (1, 2), "cudnn")
+    row = measure.measure_sdpa(refuse, CPU, (1, 2), "cudnn")
     assert row["status"] == "error" and "not used because: fp32" in row["note"]
 
 
@@ -309,7 +313,7 @@ def _synthetic() -> list[dict]:
     ("crossover_side[d=max, rpb]", 256, "torch"), ("crossover_side[d=max, any]", 64, "natten")])
 def test_crossover_is_the_first_side_where_neighbourhood_beats_dense(metric: str, side: int,
                                                                      backend: str) -> None:
-    row = bench.crossover(_synthetic(), metric, batch=8)
+    row = attention.crossover(_synthetic(), metric, batch=8)
     assert (row["value"], row["backend"], row["status"]) == (side, backend, "ok")
     assert "faster at every larger side" in row["note"]
     assert (side == 256) == ("dense ran out of memory" in row["note"])
@@ -317,7 +321,7 @@ def test_crossover_is_the_first_side_where_neighbourhood_beats_dense(metric: str
 
 def test_no_crossover_when_dense_always_wins() -> None:
     rows = [r for r in _synthetic() if r["side"] < 128]
-    row = bench.crossover(rows, "crossover_side[d=1, rpb]", batch=8)
+    row = attention.crossover(rows, "crossover_side[d=1, rpb]", batch=8)
     assert math.isnan(row["value"]) and row["status"] == "no result"
 
 
@@ -337,22 +341,22 @@ def _na_and_window(na_ms: dict[tuple[int, int], float], status: str = "ok") -> l
 
 def test_na_no_slower_than_window_met() -> None:
     rows = _na_and_window({(64, 1): 0.9, (128, 16): 1.8, (32, 1): 5.0})  # 32 is not judged
-    row = bench.na_over_window(rows, 8, "forward")
+    row = attention.na_over_window(rows, 8, "forward")
     assert (row["value"], row["status"], row["target"], row["target_met"]) == (
         0.9, "ok", "<= 1", "met")
     assert row["metric"] == "na_over_window[batch=8, forward]"
     assert "64 d=1 vs shift 0: 0.9" in row["note"] and "128 d=max vs shift 4: 0.9" in row["note"]
-    assert math.isnan(bench.na_over_window(rows, 1, "forward")["value"])  # no batch-1 rows
+    assert math.isnan(attention.na_over_window(rows, 1, "forward")["value"])  # no batch-1 rows
 
 
 def test_na_slower_than_window_somewhere_is_not_met() -> None:
-    row = bench.na_over_window(_na_and_window({(128, 16): 2.5}), 8, "forward")
+    row = attention.na_over_window(_na_and_window({(128, 16): 2.5}), 8, "forward")
     assert (row["value"], row["target_met"]) == (1.25, "not met")
 
 
 @pytest.mark.parametrize(("status", "met"), [("error", "not met"), ("skipped", "")])
 def test_na_against_window_with_a_fused_row_missing(status: str, met: str) -> None:
-    row = bench.na_over_window(_na_and_window({}, status=status), 8, "forward")
+    row = attention.na_over_window(_na_and_window({}, status=status), 8, "forward")
     assert row["value"] == 0.5 and row["target_met"] == met  # 64's ratios are known
     assert f"128 d=1 vs shift 0: fused {status}, window ok" in row["note"]
 
@@ -363,9 +367,9 @@ def test_bandwidth_target_reads_fused_na_at_256(fraction: float, met: str) -> No
              "bandwidth_fraction": fraction, "achieved_gb_per_s": 3000.0, "min_bytes": 3e9},
             {**_cost("neighborhood", "fused", 256, 1.0, rpb=True, dilation=32,
                      max_dilation=32), "bandwidth_fraction": 0.99}]
-    row = bench.bandwidth_target(rows, batch=8)
+    row = attention.bandwidth_target(rows, batch=8)
     assert (row["value"], row["target"], row["target_met"]) == (fraction, ">= 0.5", met)
-    missing = bench.bandwidth_target(rows, batch=1)
+    missing = attention.bandwidth_target(rows, batch=1)
     assert missing["status"] == "no result" and missing["target_met"] == ""
 
 
@@ -385,10 +389,10 @@ def test_bfloat16_cost_rows(tmp_path, stylenat_dry_run) -> None:
     for r in cost:
         lse = 2 * int(r["batch"]) * 8 * 8 * int(r["heads"]) * 4 if r["pass"] != "forward" else 0
         assert int(r["min_bytes"]) - lse == (fp32[tuple(r[c] for c in key)] - lse) // 2, r
-    level = bench.Level(side=8, heads=2, head_dim=4, kernel=3, dilations=(1,), window=4)
+    level = attention.Level(side=8, heads=2, head_dim=4, kernel=3, dilations=(1,), window=4)
     for config in ({"attention": "neighborhood", "backend": "torch", "rpb": True, "dilation": 1},
                    {"attention": "window", "window": 4, "shift": 2, "rpb": True}):
-        assert bench.attention_call(config, level, 1, CPU, torch.bfloat16)().dtype == (
+        assert attention.attention_call(config, level, 1, CPU, torch.bfloat16)().dtype == (
             torch.bfloat16)
 
 
@@ -413,12 +417,12 @@ def test_cpu_dry_run_writes_every_row_kind(stylenat_dry_run) -> None:
     kinds = [r["kind"] for r in rows]
     # throughput ratio and stretch, bandwidth, NA vs window (2 batches x 2 passes), crossovers,
     # GPU-hours of the one backend timed
-    assert kinds.count("summary") == 2 + 1 + 4 + len(bench.CROSSOVERS) + 1
+    assert kinds.count("summary") == 2 + 1 + 4 + len(attention.CROSSOVERS) + 1
     assert kinds.count("bandwidth") == 1 and kinds[0] == "bandwidth"
-    assert {r["device"] for r in rows} == {bench.environment(CPU)["device"]}
+    assert {r["device"] for r in rows} == {common.environment(CPU)["device"]}
     assert {r["precision"] for r in rows} == {"fp32"}
     copy = rows[0]
-    assert copy["status"] == "ok" and int(copy["min_bytes"]) == 2 * bench.COPY_BYTES["cpu"]
+    assert copy["status"] == "ok" and int(copy["min_bytes"]) == 2 * attention.COPY_BYTES["cpu"]
 
     throughput = {(r["model"], r["backend"], r["sdpa_choice"]): r for r in rows
                   if r["kind"] == "throughput"}
@@ -426,10 +430,10 @@ def test_cpu_dry_run_writes_every_row_kind(stylenat_dry_run) -> None:
         ("styleswin", "torch", c) for c in ("default", "efficient", "math", "cudnn")}
     nat = throughput["stylenat", "torch", ""]
     assert nat["status"] == "ok" and float(nat["imgs_per_s"]) > 0 and nat["repeats"] == "2"
-    smoke = bench.build_generator({**_model("smoke"), "backend": "torch"})
+    smoke = build_generator({**_model("smoke"), "backend": "torch"})
     assert float(nat["params_m"]) == pytest.approx(
         sum(p.numel() for p in smoke.parameters()) / 1e6, abs=1e-3)
-    swin = {c: throughput["styleswin", "torch", c] for c in bench.SDPA_CHOICES}
+    swin = {c: throughput["styleswin", "torch", c] for c in measure.SDPA_CHOICES}
     assert (swin["math"]["status"], swin["math"]["sdpa_backend"]) == ("ok", "math")
     assert swin["default"]["status"] == "ok" and swin["default"]["sdpa_backend"]
     assert swin["efficient"]["status"] == swin["cudnn"]["status"] == "error"
@@ -443,7 +447,7 @@ def test_cpu_dry_run_writes_every_row_kind(stylenat_dry_run) -> None:
     cost = [r for r in rows if r["kind"] == "attention_cost"]
     assert {int(r["side"]) for r in cost} == {8, 16}
     assert {(r["batch"], r["pass"]) for r in cost} == {
-        (b, p) for b in ("1", "4") for p in bench.PASSES}
+        (b, p) for b in ("1", "4") for p in attention.PASSES}
     for r in [*cost, *throughput.values()]:  # dry run: only the torch backend is timed
         runs = r["attention"] not in ("neighborhood", "hydra_na") or r["backend"] == "torch"
         assert r["status"] in (("ok", "error") if r["sdpa_choice"] in ("efficient", "cudnn")
@@ -456,7 +460,7 @@ def test_cpu_dry_run_writes_every_row_kind(stylenat_dry_run) -> None:
     torch_na = {(int(r["side"]), int(r["dilation"]), r["pass"]) for r in cost
                 if r["attention"] == "neighborhood" and r["backend"] == "torch"}
     assert torch_na == {(s, d, p) for s, d in ((8, 1), (16, 1), (16, 2))
-                        for p in bench.PASSES}  # smoke model: dilations [1, 2] at side 16
+                        for p in attention.PASSES}  # smoke model: dilations [1, 2] at side 16
     assert {r["batch"] for r in cost if r["attention"] == "neighborhood"
             and r["backend"] == "torch"} == {"4"}  # a reference backend: the training batch
     assert {(r["heads"], r["head_dim"]) for r in cost} == {("8", "4")}
@@ -565,7 +569,7 @@ def test_every_backend_runs_on_the_gpu(monkeypatch) -> None:
     assert throughput["styleswin", "default"]["sdpa_backend"]
     assert next(r for r in rows if r["kind"] == "bandwidth")["achieved_gb_per_s"] > 0
     cost = [r for r in rows if r["kind"] == "attention_cost"]
-    natten = "natten" in bench.available_backends(cuda)
+    natten = "natten" in available_backends(cuda)
     for r in cost:
         expected = ("ok", "skipped") if r["backend"] == "natten" else ("ok",)
         assert r["status"] in expected and (natten or r["backend"] != "natten"
