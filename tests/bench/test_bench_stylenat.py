@@ -97,7 +97,7 @@ def test_dense_and_full_neighbourhood_calls_see_the_same_inputs() -> None:
     level = attention.Level(side=7, heads=2, head_dim=4, kernel=7, dilations=(1,), window=7)
     dense = attention.attention_call({"attention": "dense"}, level, 2, CPU)()
     na = attention.attention_call({"attention": "neighborhood", "backend": "torch", "rpb": False,
-                               "dilation": 1}, level, 2, CPU)()
+                                   "dilation": 1}, level, 2, CPU)()
     torch.testing.assert_close(dense.transpose(1, 2).reshape(na.shape), na, atol=1e-5,
                                rtol=1e-5)
 
