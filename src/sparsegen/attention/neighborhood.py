@@ -77,7 +77,7 @@ def auto_backend(q: torch.Tensor, rpb: torch.Tensor | None = None, dropout: floa
 
         if unsupported(q, q if v is None else v, kernel_size) is None:
             return "fused"
-    if rpb is None and _natten_has_kernels():
+    if rpb is None and natten_has_kernels():
         return "natten"
     return "flex"
 
@@ -399,7 +399,9 @@ def _flex_na(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dil
 # --- NATTEN ---------------------------------------------------------------------------------
 
 
-def _natten_has_kernels() -> bool:
+def natten_has_kernels() -> bool:
+    """Whether NATTEN is installed with its compiled kernels (libnatten), which have a backward;
+    without them its Flex path runs, forward only as we call it."""
     if importlib.util.find_spec("natten") is None:
         return False
     import natten

@@ -74,9 +74,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from sparsegen.attention.neighborhood import (
-    available_backends,
-)
+from sparsegen.attention.neighborhood import available_backends
 from sparsegen.bench.common import (
     environment,
     failed_timing,

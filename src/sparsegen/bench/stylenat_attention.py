@@ -50,7 +50,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sparsegen.attention.neighborhood import natten_compiles_flex, neighborhood_attention
+from sparsegen.attention.neighborhood import (
+    natten_compiles_flex,
+    natten_has_kernels,
+    neighborhood_attention,
+)
 from sparsegen.attention.window import window_attention
 from sparsegen.bench.stylenat_measure import (
     Deadline,
@@ -255,7 +259,7 @@ def natten_note(head_dim: int, device: torch.device, dtype: torch.dtype) -> str:
         return ""
     import natten
 
-    if natten.HAS_LIBNATTEN:
+    if natten_has_kernels():
         path = "its compiled kernels"
     else:
         probe = torch.zeros(1, 1, 1, 1, head_dim, device=device, dtype=dtype)
@@ -266,17 +270,8 @@ def natten_note(head_dim: int, device: torch.device, dtype: torch.dtype) -> str:
     return f"natten {natten.__version__}, {path}"
 
 
-def natten_has_backward() -> bool:
-    """NATTEN's compiled kernels have a backward; its Flex path, as we call it, does not."""
-    if importlib.util.find_spec("natten") is None:
-        return False
-    import natten
-
-    return bool(natten.HAS_LIBNATTEN)
-
-
-def config_note(config: dict[str, Any], plan: Plan, head_dim: int, device: torch.device
-                ) -> str:
+def config_note(config: dict[str, Any], plan: Plan, head_dim: int, device: torch.device,
+                dtype: torch.dtype) -> str:
     """What a row leaves out on purpose, and which NATTEN ran."""
     if not is_reference(config):
         return ""
@@ -285,7 +280,7 @@ def config_note(config: dict[str, Any], plan: Plan, head_dim: int, device: torch
     if config["backend"] == "flex" and not config["rpb"]:
         notes.append("forward only (no model trains without the RPB)")
     if config["backend"] == "natten":
-        notes.append(natten_note(head_dim, device, COST_DTYPES[plan.cost_dtype][0]))
+        notes.append(natten_note(head_dim, device, dtype))
     return join_notes(*notes)
 
 
@@ -296,13 +291,13 @@ def cost_row(level: Level, config: dict[str, Any], plan: Plan, device: torch.dev
     row = {"kind": "attention_cost", **config, "side": level.side, "heads": level.heads,
            "head_dim": level.head_dim, "attention_scores": attention_scores(config, level),
            "min_bytes": min_bytes(config, level, dtype.itemsize)}
-    note = config_note(config, plan, level.head_dim, device)
+    note = config_note(config, plan, level.head_dim, device, dtype)
     if deadline.spent():
         outcome = deadline.skipped()
     elif config["attention"] == "neighborhood" and config["backend"] not in plan.backends:
         outcome = skipped(config["backend"], device, plan.backends)
     elif (config["backend"] == "natten" and config["pass"] == "forward_backward"
-          and not natten_has_backward()):
+          and not natten_has_kernels()):
         outcome = {"status": "skipped", "note": "NATTEN without its compiled kernels: its "
                                                 "Flex path has no backward here"}
     else:
